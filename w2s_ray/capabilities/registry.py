@@ -1,0 +1,33 @@
+"""The capability registry: modules register instances under their name."""
+
+from __future__ import annotations
+
+import importlib
+
+from w2s_ray.capabilities.base import Capability
+
+_MODULES = ("scan", "arithmetic", "facts", "temporal")
+_REGISTRY: dict[str, Capability] = {}
+
+
+def register(cap: Capability) -> Capability:
+    _REGISTRY[cap.name] = cap
+    return cap
+
+
+def _load() -> None:
+    if not _REGISTRY:
+        for module in _MODULES:
+            importlib.import_module(f"w2s_ray.capabilities.{module}")
+
+
+def names() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Capability:
+    _load()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown capability {name!r}; allowed: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]

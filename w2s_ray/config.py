@@ -1,0 +1,198 @@
+"""Typed sweep configuration: YAML presets shipped in the package, overridable from the CLI.
+
+Every model is strict (`extra="forbid"`), so a misspelt field fails at load time, before Ray
+starts, with a message that names the field and what is allowed there.
+"""
+
+from __future__ import annotations
+
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RungSpec(Strict):
+    """One rung of a ladder: a hub id / local path, or a rung of the self-built tiny ladder."""
+
+    name: str
+    model: str = Field(description="hub id, local path, or 'tiny:<rung>' for the built ladder")
+
+
+class LadderSpec(Strict):
+    rungs: list[RungSpec] = Field(min_length=2)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.rungs]
+
+    def rung(self, name: str) -> RungSpec:
+        for r in self.rungs:
+            if r.name == name:
+                return r
+        raise KeyError(f"ladder has no rung {name!r}; allowed: {self.names()}")
+
+
+class SplitSizes(Strict):
+    """Per-capability sizes of D^a (labeled), D^b (weak-labeled) and the test split."""
+
+    labeled: int = Field(gt=0)
+    unlabeled: int = Field(gt=0)
+    test: int = Field(gt=0)
+
+
+class TrainHParams(Strict):
+    """Paper defaults (Sec. 5.1): 2 epochs, batch 40, Adam(W) lr 1e-5, wd 0.01, cosine."""
+
+    epochs: float = Field(2.0, gt=0)
+    batch_size: int = Field(40, gt=0)
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
+    max_length: int = Field(256, gt=8, description="prompt + answer tokens, fixed batch shape")
+    num_workers: int = Field(
+        0, ge=0, description="Ray Train workers; 0 = Ray Train local mode in the trial process"
+    )
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    torch_threads: int = Field(1, ge=1)
+
+
+class InferenceSpec(Strict):
+    backend: Literal["transformers"] = "transformers"
+    batch_size: int = Field(64, gt=0)
+    num_actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(0.5, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+    torch_threads: int = Field(1, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class SweepSpec(Strict):
+    max_concurrent_trials: int = Field(2, ge=1)
+    trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
+
+
+METHOD_NAMES = ("weak", "wts", "ceiling")
+
+
+class SweepConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = Field(description="artifact/results root: a local path or a URI (s3://, gs://)")
+    ladder: LadderSpec
+    capabilities: list[str] = Field(min_length=1)
+    splits: SplitSizes
+    pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
+    methods: list[Literal["weak", "wts", "ceiling"]] = Field(
+        default_factory=lambda: list(METHOD_NAMES), min_length=1
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainHParams = TrainHParams()
+    inference: InferenceSpec = InferenceSpec()
+    sweep: SweepSpec = SweepSpec()
+
+    @model_validator(mode="after")
+    def _check_names(self) -> SweepConfig:
+        from w2s_ray.capabilities import registry
+
+        known = registry.names()
+        for cap in self.capabilities:
+            if cap not in known:
+                raise ValueError(f"capabilities: unknown capability {cap!r}; allowed: {known}")
+        names = self.ladder.names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"ladder.rungs: rung names must be unique, got {names}")
+        if not isinstance(self.pairs, str):
+            for weak, strong in self.pairs:
+                for rung in (weak, strong):
+                    if rung not in names:
+                        raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
+                if names.index(weak) >= names.index(strong):
+                    raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
+        return self
+
+    def pair_list(self) -> list[tuple[str, str]]:
+        names = self.ladder.names()
+        if self.pairs == "adjacent":
+            return list(zip(names, names[1:]))
+        if self.pairs == "all":
+            return [(w, s) for i, w in enumerate(names) for s in names[i + 1 :]]
+        return [tuple(p) for p in self.pairs]
+
+
+class ConfigError(ValueError):
+    """A config field is unknown or invalid; the message names the field and allowed values."""
+
+
+def preset_names() -> list[str]:
+    files = resources.files("w2s_ray").joinpath("presets").iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return yaml.safe_load(Path(name).read_text())
+    if name not in preset_names():
+        raise ConfigError(f"preset: unknown preset {name!r}; allowed: {preset_names()} or a YAML path")
+    return yaml.safe_load(resources.files("w2s_ray").joinpath(f"presets/{name}.yaml").read_text())
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`1e-4`, `[0, 1]`, `true`)."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {k!r} is not a section")
+    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names allowed at a pydantic error location, for 'unknown field' messages."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = field.annotation
+        candidates = [inner, *typing.get_args(inner)]
+        for arg in list(candidates):
+            candidates += typing.get_args(arg)
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return list(model.model_fields)
+
+
+def build_config(data: dict[str, Any]) -> SweepConfig:
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "config"
+            if e["type"] == "extra_forbidden":
+                allowed = _fields_at(SweepConfig, e["loc"][:-1])
+                lines.append(f"{where}: unknown field; allowed fields: {allowed}")
+            elif e["type"] == "value_error" and not e["loc"]:
+                lines.append(e["msg"].removeprefix("Value error, "))
+            else:
+                lines.append(f"{where}: {e['msg']}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(preset: str, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    data = load_preset(preset)
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
+    return build_config(data)

@@ -1,0 +1,1 @@
+"""Shared stages: each a function that builds (or reuses) one content-addressed artifact."""

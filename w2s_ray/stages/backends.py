@@ -1,0 +1,39 @@
+"""Generation backends behind one small interface: a callable over Ray Data batches.
+
+A backend is a class whose constructor loads the model once (per Ray Data actor) and whose
+`__call__` maps a batch with `prompt` and `max_new_tokens` columns to one with `completion`.
+Decoding is greedy. The vLLM backend joins here in a later issue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class TransformersBackend:
+    """Batched, left-padded greedy `generate` with the KV cache."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str):
+        from transformers import AutoModelForCausalLM
+
+        from w2s_ray.models.tokenizer import load_tokenizer
+
+        torch.set_num_threads(torch_threads)
+        self.tok = load_tokenizer(path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        enc = self.tok(list(batch["prompt"]), return_tensors="pt", padding=True,
+                       add_special_tokens=False)
+        out = self.model.generate(
+            **enc, max_new_tokens=int(batch["max_new_tokens"].max()), do_sample=False,
+            eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
+        batch["completion"] = np.array(self.tok.batch_decode(new, skip_special_tokens=True), dtype=object)
+        return batch
+
+
+BACKENDS = {"transformers": TransformersBackend}

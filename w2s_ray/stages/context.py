@@ -1,0 +1,33 @@
+"""What every stage receives: the config, the store, the builder, and the trial's seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from w2s_ray.artifacts import Artifact, Builder, Store
+from w2s_ray.config import SweepConfig
+from w2s_ray.models.ladder import base_source
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a stage input: a base checkpoint (hub id / path) or a trained artifact."""
+
+    id: str
+    source: str  # hub id or local path for a base model; a store folder for an artifact
+    artifact: Artifact | None = None
+
+
+@dataclass
+class StageContext:
+    config: SweepConfig
+    store: Store
+    builder: Builder
+    seed: int
+
+    def base(self, rung: str) -> ModelRef:
+        identity, source = base_source(self.config.ladder.rung(rung))
+        return ModelRef(id=f"base:{identity}", source=source)
+
+    def model(self, art: Artifact) -> ModelRef:
+        return ModelRef(id=art.id, source=self.store.location(art), artifact=art)

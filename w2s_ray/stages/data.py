@@ -1,0 +1,70 @@
+"""Dataset stages: per-capability splits, and the training tables derived from them.
+
+Every table carries the contract's columns: uid, capability, prompt, label_text, answer, gold.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from w2s_ray.artifacts import Artifact
+from w2s_ray.capabilities import registry
+from w2s_ray.stages.context import StageContext
+
+SPLITS = ("labeled", "unlabeled", "test")
+TABLE = "table.parquet"
+
+
+def capability_splits(ctx: StageContext, capability: str) -> Artifact:
+    """D^a / D^b / test of one capability, disjoint and deterministic by seed."""
+    cap = registry.get(capability)
+    sizes = ctx.config.splits
+    art = Artifact.make("splits", cap.version, [], {"capability": capability, "seed": ctx.seed,
+                                                   "sizes": sizes.model_dump()})
+
+    def build(folder: str) -> dict:
+        rng = random.Random(f"{capability}:{ctx.seed}")
+        counts = (sizes.labeled, sizes.unlabeled, sizes.test)
+        items = cap.examples(rng, sum(counts))
+        names = [s for s, n in zip(SPLITS, counts) for _ in range(n)]
+        df = pd.DataFrame({
+            "uid": [f"{capability}-{ctx.seed}-{i}" for i in range(len(items))],
+            "capability": capability,
+            "split": names,
+            "prompt": [e.prompt for e in items],
+            "label_text": [e.label_text for e in items],
+            "answer": [e.gold for e in items],
+            "gold": [e.gold for e in items],
+        })
+        ctx.store.write_table(f"{folder}/{TABLE}", df)
+        return {"rows": len(df)}
+
+    return ctx.builder.ensure(art, build, capability=capability)
+
+
+def read(ctx: StageContext, art: Artifact) -> pd.DataFrame:
+    return ctx.store.read_table(f"{ctx.store.location(art)}/{TABLE}")
+
+
+def split_frame(ctx: StageContext, split: str) -> pd.DataFrame:
+    """One split over all configured capabilities, gold included (callers decide what to drop)."""
+    frames = [read(ctx, capability_splits(ctx, c)) for c in ctx.config.capabilities]
+    df = pd.concat(frames, ignore_index=True)
+    return df[df["split"] == split].drop(columns="split").reset_index(drop=True)
+
+
+def split_table(ctx: StageContext, split: str, with_gold_labels: bool) -> Artifact:
+    """A split as a training/prompt table. Without gold labels, D^b's answers are hidden."""
+    inputs = [capability_splits(ctx, c).id for c in ctx.config.capabilities]
+    art = Artifact.make("split_table", 1, inputs, {"split": split, "gold_labels": with_gold_labels})
+
+    def build(folder: str) -> dict:
+        df = split_frame(ctx, split)
+        if not with_gold_labels:
+            df = df.assign(label_text=None, answer=None).drop(columns="gold")
+        ctx.store.write_table(f"{folder}/{TABLE}", df)
+        return {"rows": len(df)}
+
+    return ctx.builder.ensure(art, build, split=split)

@@ -1,0 +1,26 @@
+"""Evaluation: exact match of the extracted answer with gold, per capability, on the test split."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from w2s_ray.capabilities import registry
+from w2s_ray.stages import data
+from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.generate import generate
+
+
+def score_frame(preds: pd.DataFrame) -> pd.DataFrame:
+    """Tidy (capability, metric, value) rows; an unparseable output is simply wrong."""
+    correct = [registry.get(c).score(a, g) for c, a, g in
+               zip(preds["capability"], preds["answer"], preds["gold"])]
+    scored = preds.assign(correct=correct, parsed=preds["answer"].notna())
+    per_cap = scored.groupby("capability").agg(accuracy=("correct", "mean"), parsed=("parsed", "mean"),
+                                               n=("correct", "size"))
+    return per_cap.reset_index().melt(id_vars="capability", var_name="metric", value_name="value")
+
+
+def evaluate(ctx: StageContext, model: ModelRef) -> pd.DataFrame:
+    test = data.split_table(ctx, "test", with_gold_labels=True)
+    preds = generate(ctx, model, test, tag="evaluate")
+    return score_frame(data.read(ctx, preds))

@@ -1,0 +1,67 @@
+"""Greedy generation over a prompt table through Ray Data: an actor pool, model loaded once per actor."""
+
+from __future__ import annotations
+
+import pandas as pd
+import ray
+
+from w2s_ray.artifacts import Artifact
+from w2s_ray.capabilities import registry
+from w2s_ray.stages import data
+from w2s_ray.stages.backends import BACKENDS
+from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.train import load_source
+
+VERSION = 1
+
+
+class _Actor:
+    """Ray Data actor: resolves the model to a local folder on its own node, then wraps a backend."""
+
+    def __init__(self, backend: str, root: str, source: str, is_artifact: bool, torch_threads: int,
+                 dtype: str):
+        path = load_source(root, source, is_artifact)
+        self.impl = BACKENDS[backend](path, torch_threads, dtype)
+
+    def __call__(self, batch):
+        return self.impl(batch)
+
+
+def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Completions for every row of `prompts`, with the extracted answer per its capability."""
+    inf = ctx.config.inference
+    df = prompts.copy()
+    df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
+    # Homogeneous batches: rows of one capability and similar length pad and stop together.
+    df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
+    ds = ray.data.from_pandas(df[["uid", "capability", "prompt", "max_new_tokens"]]).map_batches(
+        _Actor,
+        fn_constructor_kwargs={"backend": inf.backend, "root": ctx.store.root, "source": model.source,
+                               "is_artifact": model.artifact is not None,
+                               "torch_threads": inf.torch_threads, "dtype": inf.dtype},
+        batch_size=inf.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=inf.num_actors),
+        num_cpus=inf.cpus_per_actor,
+        num_gpus=inf.gpus_per_actor or None,
+        batch_format="numpy",
+    )
+    out = ds.to_pandas()[["uid", "completion"]]
+    merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(out, on="uid")
+    merged["label_text"] = merged["completion"].astype(str)
+    merged["answer"] = [registry.get(c).extract(t) for c, t in zip(merged["capability"], merged["label_text"])]
+    return merged.drop(columns="completion")
+
+
+def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:
+    """The model's greedy outputs on a table's prompts, as a table of the same schema."""
+    inf = ctx.config.inference
+    art = Artifact.make("generate", VERSION, [model.id, table.id],
+                        {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens
+                                                                for c in ctx.config.capabilities}})
+
+    def build(folder: str) -> dict:
+        out = run_generation(ctx, model, data.read(ctx, table))
+        ctx.store.write_table(f"{folder}/{data.TABLE}", out)
+        return {"rows": len(out), "parsed": float(out["answer"].notna().mean())}
+
+    return ctx.builder.ensure(art, build, tag=tag, model=model.id)

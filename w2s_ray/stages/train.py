@@ -1,0 +1,151 @@
+"""Supervised fine-tuning through Ray Train's TorchTrainer: loss on answer tokens only.
+
+`train.num_workers: 0` runs Ray Train's local mode: the same `ray.train` API without a worker
+group, in a Ray task that holds `cpus_per_worker` CPUs (a task, not the trial's own process,
+because Ray refuses `ray.train` calls inside a Tune session). On this 2-core machine that removes
+most of Ray Train's fixed cost per `fit()` (controller, worker-group start, polling; measured in
+benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs the
+usual DDP worker group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from w2s_ray.artifacts import Artifact, Store
+from w2s_ray.config import TrainHParams
+from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint, tokenizer_path
+from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.data import TABLE
+
+VERSION = 1
+OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
+METRICS = "train_metrics.json"
+
+
+def load_source(root: str, source: str, is_artifact: bool) -> str:
+    """A local path for from_pretrained: artifacts are fetched from the store if it is remote."""
+    return Store(root).local_dir(source) if is_artifact else source
+
+
+def encode(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded fixed-shape rows; the loss is masked to the answer tokens and the final EOS."""
+    rows, targets = [], []
+    for prompt, label in zip(prompts, labels):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(label, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = (p + a)[:max_length]
+        rows.append(ids)
+        targets.append(([-100] * len(p) + a)[:max_length])
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    target = torch.full((len(rows), width), -100)
+    for i, (r, t) in enumerate(zip(rows, targets)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        target[i, : len(t)] = torch.tensor(t)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": target}
+
+
+def sft_loop(cfg: dict[str, Any]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tc = ray.train.get_context()
+    rank, world = tc.get_world_rank(), tc.get_world_size()
+    hp = TrainHParams(**cfg["hp"])
+    torch.set_num_threads(hp.torch_threads)
+    torch.manual_seed(cfg["seed"])
+    store = Store(cfg["root"])
+    path = load_source(cfg["root"], cfg["source"], cfg["is_artifact"])
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if world > 1:
+        model = ray.train.torch.prepare_model(model)
+    df = store.read_table(cfg["data"])
+    data = encode(tok, df["prompt"].tolist(), df["label_text"].tolist(), hp.max_length)
+    n = len(df)
+    micro = max(1, hp.batch_size // world)
+    steps = max(1, math.ceil(hp.epochs * n / hp.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    warmup = int(hp.warmup_fraction * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if hp.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    order = torch.empty(0, dtype=torch.long)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        if len(order) < hp.batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=gen)])
+        batch_idx, order = order[: hp.batch_size], order[hp.batch_size :]
+        mine = batch_idx[rank * micro : (rank + 1) * micro]
+        loss = model(**{k: v[mine] for k, v in data.items()}).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    metrics = {"steps": steps, "rows": n, "first_loss": losses[0], "final_loss": losses[-1]}
+    if rank == 0:
+        trained = model.module if hasattr(model, "module") else model
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(trained, tok, tmp, own_subfolder=tokenizer_path(path) != path)
+            with open(f"{tmp}/{METRICS}", "w") as f:
+                json.dump(metrics, f)
+            store.upload_dir(tmp, cfg["out"])
+    ray.train.report(metrics)
+
+
+def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
+    scaling = ScalingConfig(num_workers=hp.num_workers, use_gpu=hp.use_gpu,
+                            resources_per_worker={"CPU": hp.cpus_per_worker})
+    TorchTrainer(sft_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run).fit()
+
+
+@ray.remote
+def _fit_local(cfg: dict[str, Any], run: RunConfig) -> None:
+    fit(cfg, TrainHParams(**cfg["hp"]), run)
+
+
+def sft(ctx: StageContext, base: ModelRef, data: Artifact, hp: TrainHParams | None = None,
+        tag: str = "sft") -> Artifact:
+    """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
+    hp = hp or ctx.config.train
+    # Worker layout does not change the result's identity; the optimisation recipe does.
+    identity = hp.model_dump(exclude={"num_workers", "cpus_per_worker", "use_gpu", "torch_threads"})
+    art = Artifact.make("sft", VERSION, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
+
+    def build(folder: str) -> dict:
+        cfg = {"root": ctx.store.root, "source": base.source, "is_artifact": base.artifact is not None,
+               "data": f"{ctx.store.location(data)}/{TABLE}", "out": folder, "hp": hp.model_dump(),
+               "seed": ctx.seed}
+        run = RunConfig(name=f"sft-{art.key}", storage_path=ctx.store.uri("ray_train"))
+        if hp.num_workers == 0:
+            # Outside the trial's placement group: the trial itself reserves almost nothing.
+            task = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
+            ray.get(task.remote(cfg, run))
+        else:
+            fit(cfg, hp, run)
+        with ctx.store.fs.open_input_stream(f"{folder}/{METRICS}") as f:
+            return json.loads(f.read())
+
+    return ctx.builder.ensure(art, build, tag=tag, base=base.id)

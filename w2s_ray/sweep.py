@@ -1,0 +1,96 @@
+"""The sweep: a Ray Tune grid over (weak, strong, seed); each trial runs its method recipes.
+
+Trials are light drivers (a hundredth of a CPU): the heavy work inside them asks Ray for its own
+resources (Ray Train workers, Ray Data actors), so trials never hold the CPUs their stages need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+
+import pandas as pd
+import ray
+from ray import tune
+
+from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
+from w2s_ray.config import SweepConfig
+from w2s_ray.methods import METHODS
+from w2s_ray.models import tiny_ladder
+from w2s_ray.models.ladder import tiny_rungs, uses_tiny_ladder
+from w2s_ray.report import write_results
+from w2s_ray.stages.context import StageContext
+from w2s_ray.stages.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def leases_for(store: Store):
+    return lease_book(hashlib.sha256(store.root.encode()).hexdigest()[:12])
+
+
+def run_trial(params: dict) -> None:
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    config = SweepConfig.model_validate(params["config"])
+    weak, strong = params["pair"]
+    seed, run_id = params["seed"], params["run_id"]
+    store = Store(config.storage)
+    builder = Builder(store, StageLog(store, config.name, run_id), leases_for(store),
+                      holder=f"{run_id}-{weak}-{strong}-{seed}-{uuid.uuid4().hex[:6]}")
+    ctx = StageContext(config, store, builder, seed)
+    frames = []
+    for name in config.methods:
+        scores = evaluate(ctx, METHODS[name](ctx, weak, strong))
+        frames.append(scores.assign(method=name))
+    rows = pd.concat(frames, ignore_index=True).assign(sweep=config.name, weak=weak, strong=strong,
+                                                       seed=seed)
+    rows = rows[["sweep", "weak", "strong", "seed", "method", "capability", "metric", "value"]]
+    path = store.path("sweeps", config.name, "runs", run_id, "rows", f"{weak}-{strong}-seed{seed}.parquet")
+    store.write_table(path, rows)
+    avg = rows[rows["metric"] == "accuracy"].groupby("method")["value"].mean()
+    tune.report({"rows": path, **{f"acc_{m}": float(v) for m, v in avg.items()}})
+
+
+def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
+    """Run the grid; returns (tidy rows, tables, this run's stage log)."""
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    store = Store(config.storage)
+    if uses_tiny_ladder(config.ladder.rungs):
+        tiny_ladder.build_ladder(tiny_rungs(config.ladder.rungs))
+    pairs = config.pair_list()
+    trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"config": config.model_dump(mode="json"), "run_id": run_id,
+                     "pair": tune.grid_search([list(p) for p in pairs]),
+                     "seed": tune.grid_search(config.seeds)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
+                                  verbose=1),
+    )
+    grid = tuner.fit()
+    failed = [r.error for r in grid if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} trial(s) failed; first error: {failed[0]}")
+    rows = pd.concat([store.read_table(r.metrics["rows"]) for r in grid], ignore_index=True)
+    rows = rows.sort_values(["weak", "strong", "seed", "method", "capability", "metric"], ignore_index=True)
+    tables = write_results(store, store.path("sweeps", config.name, "results"), rows)
+    stage_log = StageLog(store, config.name, run_id).frame()
+    return rows, tables, stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
+
+
+def summarize_stage_log(stage_log: pd.DataFrame) -> str:
+    if stage_log.empty:
+        return "stage log: no stage ran"
+    counts = stage_log.groupby(["stage", "status"]).size().unstack(fill_value=0)
+    trained = int(((stage_log["stage"] == "sft") & (stage_log["status"] == "built")).sum())
+    return f"stage log of this run (training stages executed: {trained}):\n{counts.to_string()}"
+
+
+def init_ray(num_cpus: int | None) -> None:
+    """Join a cluster when RAY_ADDRESS is set (ray job submit), else start Ray in this process."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING)
