@@ -1,63 +1,8 @@
-"""Run the weak/strong size grid and print its PGR table.
+"""The main entry: the weak/strong size grid (see `--help`; README for the presets)."""
 
-    python sweeps/scale_grid.py --preset tiny
-    python sweeps/scale_grid.py --preset smoke --seeds 0 1 --set train.lr=3e-4
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 
-from w2s_ray.config import ConfigError, load_config, preset_names
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", help=f"one of {preset_names()} or a YAML file")
-    p.add_argument("--storage", help="artifact/results root: a local path or s3:// gs:// file:// URI")
-    p.add_argument("--name", help="sweep name (results and stage log live under it)")
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--methods", nargs="+")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    return p.parse_args(argv)
-
-
-def overrides_from(args: argparse.Namespace) -> dict:
-    out = {}
-    for item in args.overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. train.lr=1e-4")
-        key, value = item.split("=", 1)
-        out[key] = value
-    for field in ("storage", "name", "seeds", "methods"):
-        if getattr(args, field) is not None:
-            out[field] = getattr(args, field)
-    return out
-
-
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    try:
-        config = load_config(args.preset, overrides_from(args))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from w2s_ray.sweep import init_ray, run_sweep, summarize_stage_log
-
-    init_ray(args.num_cpus)
-    _, tables, stage_log = run_sweep(config)
-    print(summarize_stage_log(stage_log))
-    print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):")
-    print(tables["pgr"].to_markdown(index=False))
-    print("\nPer capability:")
-    print(tables["pgr_by_capability"].to_markdown(index=False))
-    return 0
-
+from w2s_ray.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

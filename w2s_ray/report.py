@@ -17,12 +17,12 @@ def pgr(weak: float, method: float, ceiling: float) -> float:
 
 
 def mean_se(values: pd.Series) -> str:
+    """'mean ± s.e.' over seeds; seeds where the value is undefined (NaN PGR) are counted aside."""
     v = values.dropna()
     if v.empty:
         return "nan"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.3f}"
-    return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
+    text = f"{v.iloc[0]:.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
+    return text if len(v) == len(values) else f"{text} ({len(v)}/{len(values)} seeds defined)"
 
 
 def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:

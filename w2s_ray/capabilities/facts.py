@@ -21,7 +21,8 @@ SYLLABLES = ("ka", "lo", "mi", "ra", "te", "zu", "no", "vi")
 def _world() -> dict[str, str]:
     rng = random.Random(WORLD_SEED)
     cities = [c for cs in COUNTRIES.values() for c in cs]
-    people = sorted({a + b + c for a in SYLLABLES for b in SYLLABLES for c in SYLLABLES})
+    people = sorted({a + b + c + d for a in SYLLABLES for b in SYLLABLES for c in SYLLABLES
+                     for d in SYLLABLES[:3]})
     return {p: rng.choice(cities) for p in people}
 
 

@@ -16,9 +16,8 @@ def register(cap: Capability) -> Capability:
 
 
 def _load() -> None:
-    if not _REGISTRY:
-        for module in _MODULES:
-            importlib.import_module(f"w2s_ray.capabilities.{module}")
+    for module in _MODULES:
+        importlib.import_module(f"w2s_ray.capabilities.{module}")
 
 
 def names() -> list[str]:

@@ -1,0 +1,34 @@
+"""Shared fixtures: one real local Ray instance, a tiny saved checkpoint, a fresh store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import ray
+import torch
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """An untrained two-layer Qwen2 with the word-level tokenizer, saved like a hub checkpoint."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from w2s_ray.models import tiny_ladder
+    from w2s_ray.models.tokenizer import build_tokenizer, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-ckpt")
+    tok = build_tokenizer(tiny_ladder.vocabulary(tiny_ladder.RECIPE))
+    torch.manual_seed(0)
+    rung = tiny_ladder.RungRecipe("test", hidden=64, layers=2, heads=2, steps=0, lr=0.0)
+    config = tiny_ladder.model_config(tiny_ladder.RECIPE, rung, len(tok), tok.eos_token_id, tok.pad_token_id)
+    save_checkpoint(Qwen2ForCausalLM(config), tok, folder, own_subfolder=True)
+    return str(folder)

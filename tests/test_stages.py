@@ -1,0 +1,114 @@
+"""The Train, Data and dataset stages on a real tiny checkpoint through real Ray."""
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from w2s_ray.artifacts import Artifact, Builder, StageLog, Store, lease_book
+from w2s_ray.config import load_config
+from w2s_ray.models.tokenizer import load_tokenizer
+from w2s_ray.stages import data
+from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.evaluate import score_frame
+from w2s_ray.stages.generate import generate
+from w2s_ray.stages.train import encode, sft
+
+
+def context(tmp_path, **overrides) -> StageContext:
+    config = load_config("smoke", {"storage": str(tmp_path), **overrides})
+    store = Store(config.storage)
+    builder = Builder(store, StageLog(store, config.name, "test"), lease_book("stages"), "holder")
+    return StageContext(config, store, builder, seed=0)
+
+
+def table(ctx: StageContext, df: pd.DataFrame, name: str) -> Artifact:
+    art = Artifact.make("table", 1, [], {"name": name})
+    return ctx.builder.ensure(art, lambda folder: ctx.store.write_table(f"{folder}/{data.TABLE}", df) or {})
+
+
+def test_splits_are_disjoint_and_deterministic_by_seed(ray_local, tmp_path):
+    ctx = context(tmp_path / "a")
+    frames = {s: data.split_frame(ctx, s) for s in data.SPLITS}
+    sizes = ctx.config.splits
+    for split, n in zip(data.SPLITS, (sizes.labeled, sizes.unlabeled, sizes.test)):
+        assert frames[split].groupby("capability").size().tolist() == [n] * 4
+    prompts = [set(frames[s]["prompt"]) for s in data.SPLITS]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    again = data.split_frame(context(tmp_path / "b"), "test")
+    pd.testing.assert_frame_equal(frames["test"], again)
+    other_seed = context(tmp_path / "c")
+    other_seed.seed = 1
+    assert set(data.split_frame(other_seed, "test")["prompt"]) != prompts[2]
+
+
+def test_unlabeled_table_hides_gold(ray_local, tmp_path):
+    ctx = context(tmp_path)
+    hidden = data.read(ctx, data.split_table(ctx, "unlabeled", with_gold_labels=False))
+    assert "gold" not in hidden and hidden["label_text"].isna().all() and hidden["answer"].isna().all()
+
+
+def test_loss_covers_answer_tokens_only(tiny_checkpoint):
+    tok = load_tokenizer(tiny_checkpoint)
+    batch = encode(tok, ["IN : jump OUT :", "IN : walk twice OUT :"], ["I_JUMP", "I_WALK I_WALK"], 64)
+    assert batch["input_ids"].shape == (2, 9)
+    trained = [tok.convert_ids_to_tokens(ids[lab != -100].tolist())
+               for ids, lab in zip(batch["input_ids"], batch["labels"])]
+    assert trained == [["I_JUMP", "<eos>"], ["I_WALK", "I_WALK", "<eos>"]]
+    assert batch["attention_mask"].sum(1).tolist() == [7, 9]
+
+
+def scan_rows(n: int) -> pd.DataFrame:
+    prompts = ["IN : jump OUT :", "IN : walk left OUT :", "IN : look twice OUT :", "IN : run OUT :"]
+    labels = ["I_JUMP", "I_TURN_LEFT I_WALK", "I_LOOK I_LOOK", "I_RUN"]
+    reps = n // len(prompts)
+    return pd.DataFrame({"uid": [f"u{i}" for i in range(reps * 4)], "capability": "scan",
+                         "prompt": prompts * reps, "label_text": labels * reps,
+                         "answer": labels * reps, "gold": labels * reps})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sft_through_ray_train_learns_and_saves_a_loadable_model(ray_local, tmp_path, tiny_checkpoint, workers):
+    ctx = context(tmp_path, **{"train.num_workers": workers, "train.cpus_per_worker": 0.5,
+                               "train.epochs": 30, "train.lr": 5e-3, "train.batch_size": 16})
+    rows = table(ctx, scan_rows(32), "scan")
+    art = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), rows)
+    meta = ctx.store.read_json(ctx.store.marker(art))
+    assert meta["final_loss"] < 0.5 * meta["first_loss"]
+    trained = AutoModelForCausalLM.from_pretrained(ctx.store.location(art))
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+    assert load_tokenizer(ctx.store.location(art)).get_vocab() == load_tokenizer(tiny_checkpoint).get_vocab()
+    assert sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), rows) == art
+    statuses = StageLog(ctx.store, ctx.config.name, "").frame().query("stage == 'sft'")["status"]
+    assert sorted(statuses) == ["built"]
+
+
+def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, tiny_checkpoint):
+    ctx = context(tmp_path, **{"inference.batch_size": 3})
+    rows = scan_rows(8).assign(capability=["scan", "facts"] * 4)
+    preds = data.read(ctx, generate(ctx, ModelRef(id="base:test", source=tiny_checkpoint), table(ctx, rows, "p")))
+    assert set(preds.columns) >= {"uid", "capability", "prompt", "label_text", "answer", "gold"}
+    assert sorted(preds["uid"]) == sorted(rows["uid"])
+    tok = load_tokenizer(tiny_checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    from w2s_ray.capabilities import registry
+    for _, row in preds.iterrows():
+        ids = tok(row["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+        out = model.generate(ids, max_new_tokens=registry.get(row["capability"]).max_new_tokens,
+                             do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        if row["capability"] == "scan":  # both capabilities' rows share batches of the longest budget
+            assert row["label_text"] == expected
+        else:
+            assert row["label_text"].startswith(expected)
+
+
+def test_scoring_counts_unparseable_outputs_as_wrong():
+    preds = pd.DataFrame({"capability": ["facts", "facts", "facts", "temporal"],
+                          "answer": ["true", None, "false", "monday"],
+                          "gold": ["true", "true", "true", "monday"]})
+    scores = score_frame(preds).set_index(["capability", "metric"])["value"]
+    assert scores[("facts", "accuracy")] == pytest.approx(1 / 3)
+    assert scores[("facts", "parsed")] == pytest.approx(2 / 3)
+    assert scores[("temporal", "accuracy")] == 1.0
