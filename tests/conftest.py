@@ -20,7 +20,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """An untrained two-layer Qwen2 with the word-level tokenizer, saved like a hub checkpoint."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
     from w2s_ray.models import tiny_ladder
     from w2s_ray.models.tokenizer import build_tokenizer, save_checkpoint

@@ -1,7 +1,7 @@
 import pytest
 
-from w2s_ray.config import ConfigError, load_config, preset_names
 from w2s_ray.cli import overrides_from, parse_args
+from w2s_ray.config import ConfigError, load_config, preset_names
 
 
 def test_shipped_presets_validate():

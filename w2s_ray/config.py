@@ -6,6 +6,7 @@ starts, with a message that names the field and what is allowed there.
 
 from __future__ import annotations
 
+import itertools
 import typing
 from importlib import resources
 from pathlib import Path
@@ -121,7 +122,7 @@ class SweepConfig(Strict):
     def pair_list(self) -> list[tuple[str, str]]:
         names = self.ladder.names()
         if self.pairs == "adjacent":
-            return list(zip(names, names[1:]))
+            return list(itertools.pairwise(names))
         if self.pairs == "all":
             return [(w, s) for i, w in enumerate(names) for s in names[i + 1 :]]
         return [tuple(p) for p in self.pairs]

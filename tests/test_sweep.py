@@ -1,0 +1,53 @@
+"""The sweep end to end through the real CLI: Tune grid, shared artifacts, rerun from the store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from w2s_ray.artifacts import StageLog, Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_WEAK = [
+    "--set", ('ladder.rungs=[{name: t1, model: "tiny:t1"}, {name: t2, model: "tiny:t2"}, '
+             '{name: t2b, model: "tiny:t2"}]'),
+    "--set", "pairs=[[t1, t2], [t1, t2b]]",
+]
+
+
+def run_cli(*args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), *args],
+                          capture_output=True, text=True, timeout=1200, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_smoke_sweep_shares_the_weak_model_and_a_rerun_trains_nothing(tmp_path):
+    storage = str(tmp_path / "store")
+    first = run_cli("--preset", "smoke", "--storage", storage, *SHARED_WEAK)
+    store = Store(storage)
+    log = StageLog(store, "smoke", "").frame()
+    sft = log[log["stage"] == "sft"]
+    built = sft[sft["status"] == "built"]
+    assert (built["tag"] == "weak").sum() == 1, "two trials share the t1 weak model: train it once"
+    assert sorted(built["tag"]) == ["ceiling", "weak", "wts"]
+    assert "PGR table" in first and "t1 -> t2b" in first
+
+    results = store.path("sweeps", "smoke", "results")
+    rows = store.read_table(f"{results}/rows.parquet")
+    assert set(rows["method"]) == {"weak", "wts", "ceiling"}
+    assert set(rows["capability"]) == {"arithmetic", "facts", "scan", "temporal"}
+    assert rows.query("metric == 'n'")["value"].eq(16).all()
+    table = (tmp_path / "store" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
+
+    second = run_cli("--preset", "smoke", "--storage", storage, *SHARED_WEAK)
+    assert "training stages executed: 0" in second
+    log2 = StageLog(store, "smoke", "").frame()
+    rerun = log2[~log2["run_id"].isin(log["run_id"])]
+    assert not rerun.empty and (rerun["status"] == "reused").all()
+    assert (tmp_path / "store" / "sweeps" / "smoke" / "results" / "pgr.md").read_text() == table
+    pd.testing.assert_frame_equal(store.read_table(f"{results}/rows.parquet"), rows)
+    assert table.splitlines()[0] in first and table.splitlines()[0] in second
