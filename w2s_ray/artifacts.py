@@ -251,5 +251,6 @@ class Builder:
             stop.set()
         seconds = time.time() - start
         self.store.commit(art, attempt, {"seconds": seconds, **meta})
-        self.stage_log.record(art, "built", seconds, **log_extra)
+        self.stage_log.record(art, "built", seconds, compute_seconds=meta.get("compute_seconds"),
+                              **log_extra)
         log.info("built %s in %.1fs", art.id, seconds)

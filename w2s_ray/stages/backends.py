@@ -7,6 +7,8 @@ Decoding is greedy. The vLLM backend joins here in a later issue.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -25,6 +27,7 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         enc = self.tok(list(batch["prompt"]), return_tensors="pt", padding=True,
                        add_special_tokens=False)
         out = self.model.generate(
@@ -33,6 +36,8 @@ class TransformersBackend:
         )
         new = out[:, enc["input_ids"].shape[1] :]
         batch["completion"] = np.array(self.tok.batch_decode(new, skip_special_tokens=True), dtype=object)
+        # Each row carries its share of the batch's compute time, so sums over rows add up.
+        batch["compute_seconds"] = np.full(len(new), (time.perf_counter() - start) / len(new))
         return batch
 
 

@@ -27,8 +27,8 @@ class _Actor:
         return self.impl(batch)
 
 
-def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> pd.DataFrame:
-    """Completions for every row of `prompts`, with the extracted answer per its capability."""
+def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Completions for every row of `prompts` with the extracted answer, and the backend's compute seconds."""
     inf = ctx.config.inference
     df = prompts.copy()
     df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
@@ -45,11 +45,12 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
         num_gpus=inf.gpus_per_actor or None,
         batch_format="numpy",
     )
-    out = ds.to_pandas()[["uid", "completion"]]
+    out = ds.to_pandas()[["uid", "completion", "compute_seconds"]]
+    compute = float(out.pop("compute_seconds").sum())
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(out, on="uid")
     merged["label_text"] = merged["completion"].astype(str)
     merged["answer"] = [registry.get(c).extract(t) for c, t in zip(merged["capability"], merged["label_text"])]
-    return merged.drop(columns="completion")
+    return merged.drop(columns="completion"), compute
 
 
 def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:
@@ -60,8 +61,8 @@ def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "ge
                                                                 for c in ctx.config.capabilities}})
 
     def build(folder: str) -> dict:
-        out = run_generation(ctx, model, data.read(ctx, table))
+        out, compute = run_generation(ctx, model, data.read(ctx, table))
         ctx.store.write_table(f"{folder}/{data.TABLE}", out)
-        return {"rows": len(out), "parsed": float(out["answer"].notna().mean())}
+        return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), "compute_seconds": compute}
 
     return ctx.builder.ensure(art, build, tag=tag, model=model.id)

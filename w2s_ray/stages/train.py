@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from typing import Any
 
 import ray
@@ -58,6 +59,44 @@ def encode(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[
     return {"input_ids": input_ids, "attention_mask": mask, "labels": target}
 
 
+def optimize(model, data: dict[str, torch.Tensor], hp: TrainHParams, seed: int, rank: int = 0,
+             world: int = 1) -> dict[str, float]:
+    """The optimisation loop itself: AdamW, warmup + cosine, global batch split over workers."""
+    n = len(data["input_ids"])
+    micro = max(1, hp.batch_size // world)
+    steps = max(1, math.ceil(hp.epochs * n / hp.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    warmup = int(hp.warmup_fraction * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if hp.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    losses = []
+    start = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        if len(order) < hp.batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=gen)])
+        batch_idx, order = order[: hp.batch_size], order[hp.batch_size :]
+        mine = batch_idx[rank * micro : (rank + 1) * micro]
+        loss = model(**{k: v[mine] for k, v in data.items()}).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return {"steps": steps, "rows": n, "samples": steps * hp.batch_size, "first_loss": losses[0],
+            "final_loss": losses[-1], "compute_seconds": time.perf_counter() - start}
+
+
 def sft_loop(cfg: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -74,37 +113,7 @@ def sft_loop(cfg: dict[str, Any]) -> None:
         model = ray.train.torch.prepare_model(model)
     df = store.read_table(cfg["data"])
     data = encode(tok, df["prompt"].tolist(), df["label_text"].tolist(), hp.max_length)
-    n = len(df)
-    micro = max(1, hp.batch_size // world)
-    steps = max(1, math.ceil(hp.epochs * n / hp.batch_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    warmup = int(hp.warmup_fraction * steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if hp.schedule == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    order = torch.empty(0, dtype=torch.long)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        if len(order) < hp.batch_size:
-            order = torch.cat([order, torch.randperm(n, generator=gen)])
-        batch_idx, order = order[: hp.batch_size], order[hp.batch_size :]
-        mine = batch_idx[rank * micro : (rank + 1) * micro]
-        loss = model(**{k: v[mine] for k, v in data.items()}).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    metrics = {"steps": steps, "rows": n, "first_loss": losses[0], "final_loss": losses[-1]}
+    metrics = optimize(model, data, hp, cfg["seed"], rank, world)
     if rank == 0:
         trained = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
