@@ -67,7 +67,7 @@ def train_throughputs(root: str) -> dict[str, float]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray")
     tiny_ladder.build_ladder(["t1", "t2"])
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         wall, compute = sweep_overhead(a)

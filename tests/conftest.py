@@ -12,7 +12,7 @@ import torch
 @pytest.fixture(scope="session")
 def ray_local():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray")
     yield
     ray.shutdown()
 

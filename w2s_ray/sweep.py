@@ -92,5 +92,5 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
 def init_ray(num_cpus: int | None) -> None:
     """Join a cluster when RAY_ADDRESS is set (ray job submit), else start Ray in this process."""
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, namespace="w2s_ray",
                  logging_level=logging.WARNING)
