@@ -55,7 +55,7 @@ class TrainHParams(Strict):
     batch_size: int = Field(40, gt=0)
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_fraction: float = Field(0.0, ge=0, lt=1)
     max_length: int = Field(256, gt=8, description="prompt + answer tokens, fixed batch shape")
     num_workers: int = Field(
@@ -81,7 +81,8 @@ class SweepSpec(Strict):
     trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
 
 
-METHOD_NAMES = ("weak", "wts", "ceiling")
+METHOD_NAMES = ("weak", "wts", "ceiling", "strong-base")
+MethodName = Literal["weak", "wts", "ceiling", "strong-base"]
 
 
 class SweepConfig(Strict):
@@ -91,9 +92,7 @@ class SweepConfig(Strict):
     capabilities: list[str] = Field(min_length=1)
     splits: SplitSizes
     pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
-    methods: list[Literal["weak", "wts", "ceiling"]] = Field(
-        default_factory=lambda: list(METHOD_NAMES), min_length=1
-    )
+    methods: list[MethodName] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainHParams = TrainHParams()
     inference: InferenceSpec = InferenceSpec()
@@ -117,6 +116,10 @@ class SweepConfig(Strict):
                         raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
                 if names.index(weak) >= names.index(strong):
                     raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
+        for needed in ("weak", "ceiling"):
+            if needed not in self.methods:
+                raise ValueError(f"methods: {needed!r} is required (PGR is measured against it); "
+                                 f"allowed methods: {list(METHOD_NAMES)}")
         return self
 
     def pair_list(self) -> list[tuple[str, str]]:

@@ -52,3 +52,9 @@ def wts(ctx: StageContext, weak: str, strong: str) -> ModelRef:
 def ceiling(ctx: StageContext, weak: str, strong: str) -> ModelRef:
     gold = data.split_table(ctx, "unlabeled", with_gold_labels=True)
     return ctx.model(sft(ctx, ctx.base(strong), gold, tag="ceiling"))
+
+
+@method("strong-base")
+def strong_base(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    """The strong base untrained: how much of the ceiling the prompt alone already elicits."""
+    return ctx.base(strong)

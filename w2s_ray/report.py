@@ -36,18 +36,16 @@ def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
-def pgr_table(rows: pd.DataFrame, per_capability: bool = False,
-              methods: tuple[str, ...] = ("wts",)) -> pd.DataFrame:
-    """Per pair (and capability): mean ± s.e. over seeds of each accuracy and of PGR.
+def pgr_table(rows: pd.DataFrame, per_capability: bool = False) -> pd.DataFrame:
+    """Per pair (and capability): mean ± s.e. over seeds of each method's accuracy and PGR.
 
     PGR is computed per seed and then averaged, so its spread shows seed-to-seed variation.
     """
     wide = accuracy_wide(rows, per_capability)
-    methods = tuple(m for m in methods if m in wide)
-    if {"weak", "ceiling"} <= set(wide):
-        for m in methods:
-            wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
-    cols = [c for c in ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]] if c in wide]
+    methods = [m for m in pd.unique(rows["method"]) if m not in ("weak", "ceiling")]
+    for m in methods:
+        wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
+    cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
     out = []
     for (w, s, cap), g in wide.groupby(["weak_rung", "strong_rung", "capability"], sort=False):
         out.append({"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g),

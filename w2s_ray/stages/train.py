@@ -71,9 +71,12 @@ def optimize(model, data: dict[str, torch.Tensor], hp: TrainHParams, seed: int, 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
         if hp.schedule == "constant":
             return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        if hp.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     gen = torch.Generator().manual_seed(seed)
