@@ -24,7 +24,7 @@ from w2s_ray.models import tiny_ladder
 from w2s_ray.models.tokenizer import load_tokenizer
 from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
-from w2s_ray.stages.train import encode, optimize, sft
+from w2s_ray.stages.train import encode_buckets, optimize, sft
 from w2s_ray.sweep import run_sweep
 
 
@@ -52,8 +52,7 @@ def train_throughputs(root: str) -> dict[str, float]:
     torch.set_num_threads(hp.torch_threads)
     tok = load_tokenizer(base.source)
     model = AutoModelForCausalLM.from_pretrained(base.source, dtype=torch.float32)
-    stats = optimize(model, encode(tok, rows["prompt"].tolist(), rows["label_text"].tolist(),
-                                   hp.max_length), hp, seed=0)
+    stats = optimize(model, encode_buckets(tok, rows, hp.max_length), hp, seed=0)
     rates = {"plain torch loop": stats["samples"] / (time.perf_counter() - start)}
     for name, workers in (("Ray Train local mode (num_workers=0)", 0),
                           ("Ray Train worker group (num_workers=1)", 1)):

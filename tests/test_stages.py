@@ -112,3 +112,17 @@ def test_scoring_counts_unparseable_outputs_as_wrong():
     assert scores[("facts", "accuracy")] == pytest.approx(1 / 3)
     assert scores[("facts", "parsed")] == pytest.approx(2 / 3)
     assert scores[("temporal", "accuracy")] == 1.0
+
+
+def test_batches_never_mix_capabilities_and_cover_every_row_each_epoch():
+    import torch
+
+    from w2s_ray.stages.train import batch_plan
+
+    plan = batch_plan([10, 3, 7], batch_size=4, epochs=2, world=1, gen=torch.Generator().manual_seed(0))
+    assert len(plan) == 2 * (3 + 1 + 2)
+    first_epoch = plan[:6]
+    for bucket, size in enumerate([10, 3, 7]):
+        rows = torch.cat([idx for b, idx in first_epoch if b == bucket])
+        assert sorted(rows.tolist()) == list(range(size))
+    assert all(len(idx) <= 4 for _, idx in plan)
