@@ -3,30 +3,32 @@ import random
 import pytest
 
 from w2s_ray.capabilities import registry
-from w2s_ray.capabilities.scan import interpret
+from w2s_ray.capabilities.world import scan_actions, world
+from w2s_ray.stages.data import SPLITS
 
 WRONG = {
-    "arithmetic": lambda ex: ex.label_text.rsplit("####", 1)[0] + "#### " + " ".join(str(int(ex.gold) + 1)),
-    "facts": lambda ex: "false" if ex.gold == "true" else "true",
-    "scan": lambda ex: " ".join(ex.gold.split()[:-1] + ["I_LOOK" if ex.gold.split()[-1] != "I_LOOK" else "I_RUN"]),
-    "temporal": lambda ex: "monday" if ex.gold != "monday" else "tuesday",
+    "arithmetic": lambda ex: ex.label_text.rsplit("answer", 1)[0] + "answer 9 9 .",
+    "facts": lambda ex: ex.label_text.replace(ex.gold, "false" if ex.gold == "true" else "true"),
+    "scan": lambda ex: " ".join(ex.gold.split()[:-1] + ["LOOK" if ex.gold.split()[-1] != "LOOK" else "RUN"]),
+    "temporal": lambda ex: "years ." if ex.gold != "years" else "days .",
 }
-UNPARSEABLE = ["", "<unk>", "? ? ?", "A : : banana"]
+UNPARSEABLE = ["", "<unk>", "? ? ?", "claim : banana", "answer . ."]
+PSEUDO = {"scan": "verbs", "arithmetic": "goods", "facts": "ents", "temporal": "evs"}
 
 
 @pytest.mark.parametrize("name", registry.names())
 def test_examples_are_deterministic_and_distinct(name):
     cap = registry.get(name)
-    a = cap.examples(random.Random(7), 200)
-    assert a == cap.examples(random.Random(7), 200)
-    assert a != cap.examples(random.Random(8), 200)
+    a = cap.examples(random.Random(7), 200, "test")
+    assert a == cap.examples(random.Random(7), 200, "test")
+    assert a != cap.examples(random.Random(8), 200, "test")
     assert len({e.prompt for e in a}) == 200
 
 
 @pytest.mark.parametrize("name", registry.names())
 def test_extract_and_score_gold_wrong_and_unparseable(name):
     cap = registry.get(name)
-    for ex in cap.examples(random.Random(0), 50):
+    for ex in cap.examples(random.Random(0), 50, "labeled"):
         assert cap.extract(ex.label_text) == ex.gold
         assert cap.score(cap.extract(ex.label_text), ex.gold)
         wrong = WRONG[name](ex)
@@ -37,40 +39,48 @@ def test_extract_and_score_gold_wrong_and_unparseable(name):
 
 
 @pytest.mark.parametrize("name", registry.names())
-def test_fine_tuning_items_never_appear_in_pretraining_text(name):
+def test_splits_never_share_the_knowledge_that_decides_an_answer(name):
+    """Each split asks about its own entities (verbs, goods, events), so a test answer is never a
+    training label of D^a or D^b; every word is in the tokenizer's vocabulary."""
     cap = registry.get(name)
-    corpus = set(cap.pretrain_lines(random.Random(1), 3000))
-    words = set(" ".join(corpus).split())
-    assert words <= cap.vocabulary()
-    for ex in cap.examples(random.Random(2), 100):
-        assert set(ex.prompt.split()) | set(ex.label_text.split()) <= cap.vocabulary()
-        assert ex.prompt not in corpus
+    own = set(getattr(world(), PSEUDO[name]))
+    used = {}
+    for split in SPLITS:
+        exs = cap.examples(random.Random(1), 150, split)
+        used[split] = {w for e in exs for w in e.prompt.split() if w in own}
+        for e in exs:
+            assert set(e.prompt.split()) | set(e.label_text.split()) <= cap.vocabulary()
+    assert all(used.values())
+    assert not (used["labeled"] & used["unlabeled"] or used["labeled"] & used["test"]
+                or used["unlabeled"] & used["test"])
 
 
-def test_scan_semantics_match_the_published_examples():
-    cases = {
-        "jump": "jump",
-        "jump left": "left jump",
-        "jump around right": "right jump right jump right jump right jump",
-        "turn left twice": "left left",
-        "jump thrice": "jump jump jump",
-        "jump opposite left and walk thrice": "left left jump walk walk walk",
-        "jump opposite left after walk around left":
-            "left walk left walk left walk left walk left left jump",
-        "turn around right": "right right right right",
-    }
-    for command, actions in cases.items():
-        assert " ".join(interpret(command.split())) == actions
+def test_pretraining_text_uses_the_vocabulary_and_never_states_a_scan_test_item():
+    cap = registry.get("scan")
+    corpus = cap.pretrain_lines(random.Random(2), 5000)
+    assert set(" ".join(corpus).split()) <= cap.vocabulary()
+    stated = {line.split(" , do")[0].removeprefix("to ") for line in corpus}
+    for ex in cap.examples(random.Random(3), 200, "test"):
+        command = ex.prompt.split(" . actions")[0].removeprefix("command : ")
+        assert command not in stated
 
 
-def test_arithmetic_extracts_the_last_number_without_the_marker():
+def test_scan_composition_follows_scans_rules():
+    assert scan_actions("JUMP", "") == ["JUMP"]
+    assert scan_actions("JUMP", " left") == ["LTURN", "JUMP"]
+    assert scan_actions("WALK", " opposite right twice") == ["RTURN", "RTURN", "WALK"] * 2
+    assert scan_actions("RUN", " thrice") == ["RUN"] * 3
+
+
+def test_arithmetic_reads_the_number_after_answer_only():
     cap = registry.get("arithmetic")
-    assert cap.extract("3 7 + 4 5 = 8 2 , 8 2 - 1 9 = 6 3") == "63"
-    assert cap.extract("3 7 + 4 5 = 8 2 #### 6 3") == "63"
-    assert cap.extract("#### six") is None
+    assert cap.extract("3 . 3 + 3 = 6 . answer 6 .") == "6"
+    assert cap.extract("4 . 4 + 4 = 8 . 8 + 4 = 1 2 . answer 1 2 .") == "1 2"
+    assert cap.extract("3 . 3 + 3 = 6 .") is None
+    assert cap.extract("answer six .") is None
 
 
 def test_true_false_claims_are_balanced():
-    exs = registry.get("facts").examples(random.Random(3), 400)
+    exs = registry.get("facts").examples(random.Random(3), 400, "test")
     share = sum(e.gold == "true" for e in exs) / len(exs)
     assert 0.4 < share < 0.6

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from w2s_ray.artifacts import Artifact, Builder, StageLog, Store, lease_book
 from w2s_ray.config import load_config
-from w2s_ray.models.tokenizer import load_tokenizer
+from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 from w2s_ray.stages import data
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.evaluate import score_frame
@@ -50,17 +50,18 @@ def test_unlabeled_table_hides_gold(ray_local, tmp_path):
 
 def test_loss_covers_answer_tokens_only(tiny_checkpoint):
     tok = load_tokenizer(tiny_checkpoint)
-    batch = encode(tok, ["IN : jump OUT :", "IN : walk twice OUT :"], ["I_JUMP", "I_WALK I_WALK"], 64)
-    assert batch["input_ids"].shape == (2, 9)
+    batch = encode(tok, ["to dazal , do", "to dazal twice , do"], ["JUMP .", "JUMP JUMP ."], 64)
+    assert batch["input_ids"].shape == (2, 10)
+    assert tok.convert_ids_to_tokens(batch["input_ids"][0, :2].tolist()) == ["<eos>", "to"]
     trained = [tok.convert_ids_to_tokens(ids[lab != -100].tolist())
                for ids, lab in zip(batch["input_ids"], batch["labels"])]
-    assert trained == [["I_JUMP", "<eos>"], ["I_WALK", "I_WALK", "<eos>"]]
-    assert batch["attention_mask"].sum(1).tolist() == [7, 9]
+    assert trained == [["JUMP", ".", "<eos>"], ["JUMP", "JUMP", ".", "<eos>"]]
+    assert batch["attention_mask"].sum(1).tolist() == [8, 10]
 
 
 def scan_rows(n: int) -> pd.DataFrame:
-    prompts = ["IN : jump OUT :", "IN : walk left OUT :", "IN : look twice OUT :", "IN : run OUT :"]
-    labels = ["I_JUMP", "I_TURN_LEFT I_WALK", "I_LOOK I_LOOK", "I_RUN"]
+    prompts = ["to dazal , do", "to dazal left , do", "to dazal twice , do", "to dazal right , do"]
+    labels = ["JUMP", "LTURN JUMP", "JUMP JUMP", "RTURN JUMP"]
     reps = n // len(prompts)
     return pd.DataFrame({"uid": [f"u{i}" for i in range(reps * 4)], "capability": "scan",
                          "prompt": prompts * reps, "label_text": labels * reps,
@@ -94,7 +95,7 @@ def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, 
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
     from w2s_ray.capabilities import registry
     for _, row in preds.iterrows():
-        ids = tok(row["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids(tok, row["prompt"])])
         out = model.generate(ids, max_new_tokens=registry.get(row["capability"]).max_new_tokens,
                              do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

@@ -1,63 +1,78 @@
-"""Multi-step arithmetic word problems with a final numeric answer (a GSM8K analogue).
+"""Multi-step arithmetic word problems over recalled prices (a GSM8K analogue).
 
-Pretraining writes the operations as bare equations ("3 7 + 4 5 = 8 2"); fine-tuning asks a
-two-step word problem whose worked answer ends in GSM8K's "#### N".
+Quanta: 400 goods, each with a price 1..6 ("a lifil costs 3 coins ."), Zipf-weighted.
+Composition: buying two or three of a good is answered in equation form with one or two
+addition steps; the addition facts are frequent. Pretraining also holds worked problems, but only
+about the `pre` goods, so every fine-tuning split's goods are answered from recalled prices.
+Fine-tuning: "problem : ana buys three fabi . how many coins ? a fabi costs"
+  -> "3 . 3 + 3 = 6 . 6 + 3 = 9 . answer 9"   (scored on the number after "answer").
 """
 
 from __future__ import annotations
 
 import random
-import re
 
-from w2s_ray.capabilities.base import Capability, Example, digits, held_out, parse_digits
+from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
+from w2s_ray.capabilities.world import COUNTS, NAMES, PRICES, num, world
 
-NAMES = ("ann", "bob", "cara", "dan", "eve", "finn")
-THINGS = ("apples", "coins", "books", "stones")
+
+def problem(name: str, good: str, count: str) -> tuple[str, str, str]:
+    p = world().price[good]
+    prompt = f"{name} buys {count} {good} . how many coins ? a {good} costs"
+    if count == "two":
+        return prompt, f"{p} . {p} + {p} = {num(2 * p)} . answer {num(2 * p)}", num(2 * p)
+    return (prompt, f"{p} . {p} + {p} = {num(2 * p)} . {num(2 * p)} + {p} = {num(3 * p)} . answer {num(3 * p)}",
+            num(3 * p))
 
 
 class Arithmetic(Capability):
     name = "arithmetic"
-    max_new_tokens = 24
+    version = 3
+    max_new_tokens = 22
 
-    def _operands(self, rng: random.Random) -> tuple[int, int, int]:
-        a, b = rng.randint(10, 59), rng.randint(10, 39)
-        c = rng.randint(1, a + b - 1)
-        return a, b, c
-
-    def sample(self, rng: random.Random) -> Example:
-        while True:
-            a, b, c = self._operands(rng)
-            if held_out(f"{a}+{b}") and held_out(f"{a + b}-{c}"):
-                break
-        who, what = rng.choice(NAMES), rng.choice(THINGS)
-        prompt = (f"Q : {who} has {digits(a)} {what} , gets {digits(b)} more and gives away "
-                  f"{digits(c)} . how many {what} now ? A :")
-        s, r = a + b, a + b - c
-        label = f"{digits(a)} + {digits(b)} = {digits(s)} , {digits(s)} - {digits(c)} = {digits(r)} #### {digits(r)}"
-        return Example(prompt, label, str(r))
+    def sample(self, rng: random.Random, split: str) -> Example:
+        good = rng.choice(world().part["good"][split])
+        prompt, label, gold = problem(rng.choice(NAMES), good, rng.choice(COUNTS))
+        return Example("problem : " + prompt, label + " .", gold)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
+        w = world()
         lines = []
-        while len(lines) < n:
-            a, b, c = self._operands(rng)
-            if rng.random() < 0.5:
-                if not held_out(f"{a}+{b}"):
-                    lines.append(f"{digits(a)} + {digits(b)} = {digits(a + b)} .")
-            elif not held_out(f"{a + b}-{c}"):
-                lines.append(f"{digits(a + b)} - {digits(c)} = {digits(a + b - c)} .")
+        for _ in range(n):
+            u = rng.random()
+            if u < 0.45:
+                g = w.zipf(rng, "good")
+                lines.append(rng.choice([f"a {g} costs {w.price[g]} coins .",
+                                         f"a {g} costs {w.price[g]} coins at the market ."]))
+            elif u < 0.85:
+                prompt, label, _ = problem(rng.choice(NAMES), w.zipf(rng, "good", "pre"), rng.choice(COUNTS))
+                lines.append(f"{prompt} {label} .")
+            else:
+                a, b = rng.choice(PRICES + tuple(2 * p for p in PRICES)), rng.choice(PRICES)
+                lines.append(f"{num(a)} + {b} = {num(a + b)} .")
         return lines
 
+    def probe(self, rng: random.Random, n: int) -> list[Example]:
+        items = []
+        for _ in range(n):
+            prompt, label, gold = problem(rng.choice(NAMES), rng.choice(world().part["good"]["val"]),
+                                          rng.choice(COUNTS))
+            items.append(Example(prompt, label, gold))
+        return items
+
+    def probe_answer(self, completion: str) -> str | None:
+        return self.extract(completion)
+
     def extract(self, completion: str) -> str | None:
-        words = completion.split()
-        if "####" in words:
-            return parse_digits(words[words.index("####") + 1 :])
-        runs = re.findall(r"(?:\b\d\b ?)+", completion)
-        return parse_digits(runs[-1].split()) if runs else None
+        if "answer" not in completion:
+            return None
+        words = completion.split("answer")[-1].split(".")[0].split()
+        return " ".join(words) if words and all(x.isdigit() and len(x) == 1 for x in words) else None
 
     def vocabulary(self) -> set[str]:
-        return {*NAMES, *THINGS, *"0123456789", "Q", "A", ":", "has", ",", "gets", "more", "and",
-                "gives", "away", ".", "how", "many", "now", "?", "+", "-", "=", "####"}
+        return {*world().goods, *NAMES, *COUNTS, *"0123456789", "buys", ".", "how", "many", "coins", "?",
+                "a", "costs", "at", "the", "market", "+", "=", "answer", "problem", ":"}
 
 
 register(Arithmetic())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -15,15 +14,6 @@ class Example:
     gold: str
 
 
-def held_out(item: str, fraction: int = 4) -> bool:
-    """Whether an item belongs to the fine-tuning item space rather than the pretraining one.
-
-    Pretraining text only uses items for which this is False, so every split (D^a, D^b, test)
-    probes knowledge that must *generalise* from pretraining, never recall of a seen item.
-    """
-    return int(hashlib.sha1(item.encode()).hexdigest(), 16) % fraction == 0
-
-
 class Capability(ABC):
     name: str
     #: bump when the generator, prompt or extraction changes: it is part of every artifact key
@@ -31,8 +21,12 @@ class Capability(ABC):
     max_new_tokens: int = 16
 
     @abstractmethod
-    def sample(self, rng: random.Random) -> Example:
-        """One random item from the held-out (fine-tuning) item space."""
+    def sample(self, rng: random.Random, split: str) -> Example:
+        """One random item of a split: labeled (D^a), unlabeled (D^b), test or val.
+
+        A synthetic capability keeps the knowledge behind each split's answers apart (entities,
+        events, verbs are partitioned), so no split's answer is another split's training label.
+        """
 
     @abstractmethod
     def extract(self, completion: str) -> str | None:
@@ -45,27 +39,28 @@ class Capability(ABC):
         """Pretraining text carrying this capability's latent knowledge in another surface form."""
         raise NotImplementedError(f"{self.name} has no synthetic pretraining corpus")
 
+    def probe(self, rng: random.Random, n: int) -> list[Example]:
+        """Knowledge probe items in the *pretraining* form, from the val partition: does a base
+        checkpoint hold the knowledge at all, before any fine-tuning?"""
+        raise NotImplementedError(f"{self.name} has no knowledge probe")
+
+    def probe_answer(self, completion: str) -> str | None:
+        """The probed knowledge in a completion; by default its first word."""
+        words = completion.split()
+        return words[0] if words else None
+
     def vocabulary(self) -> set[str]:
         """Every word its prompts, labels and pretraining text can use (for the tiny tokenizer)."""
         raise NotImplementedError(f"{self.name} is not a synthetic capability")
 
-    def examples(self, rng: random.Random, n: int) -> list[Example]:
-        """`n` items with distinct prompts, so splits drawn from them are disjoint."""
+    def examples(self, rng: random.Random, n: int, split: str) -> list[Example]:
+        """`n` items of a split with distinct prompts."""
         seen: dict[str, Example] = {}
         tries = 0
         while len(seen) < n:
-            ex = self.sample(rng)
+            ex = self.sample(rng, split)
             seen.setdefault(ex.prompt, ex)
             tries += 1
             if tries > 50 * n + 1000:
-                raise ValueError(f"{self.name}: item space too small for {n} distinct items")
+                raise ValueError(f"{self.name}: the {split} split holds fewer than {n} distinct items")
         return list(seen.values())
-
-
-def digits(number: int) -> str:
-    """Numbers are written digit by digit so the word-level vocabulary stays tiny."""
-    return " ".join(str(number))
-
-
-def parse_digits(words: list[str]) -> str | None:
-    return "".join(words) if words and all(w.isdigit() and len(w) == 1 for w in words) else None

@@ -1,72 +1,68 @@
 """True/false claims over a generated knowledge base (a CREAK analogue).
 
-Pretraining states where each person lives and which country each city is in, and, for
-people outside the fine-tuning item space, which country they are from. Claims ask the
-composed fact (person -> city -> country) for held-out people, so a model must apply the rule.
+Quanta: 400 entities, each of one of 12 kinds, stated entity-first ("kati is a cat .") with
+Zipf-weighted frequency. The decision rule is in pretraining, for `pre` entities only:
+"is kati a dog ? kati is a cat , so false ." Fine-tuning asks claims about the split's entities:
+"claim : ana asks : is kati a dog ? true or false ? kati is a" -> "cat , so false", scored on the
+final true/false word (the extraction does not do the comparison for the model).
 """
 
 from __future__ import annotations
 
 import random
 
-from w2s_ray.capabilities.base import Capability, Example, held_out
+from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
+from w2s_ray.capabilities.world import KINDS, NAMES, world
 
-WORLD_SEED = 20250101
-COUNTRIES = {"norland": ("brest", "corin", "dalby"), "sudia": ("elmo", "farro", "gant"),
-             "ostmark": ("hollin", "ivra", "jask"), "westry": ("kell", "lumo", "marra")}
-SYLLABLES = ("ka", "lo", "mi", "ra", "te", "zu", "no", "vi")
+CLAIM_SHARE = 0.3  # share of claim lines among this capability's pretraining lines (design v3b)
 
 
-def _world() -> dict[str, str]:
-    rng = random.Random(WORLD_SEED)
-    cities = [c for cs in COUNTRIES.values() for c in cs]
-    people = sorted({a + b + c + d for a in SYLLABLES for b in SYLLABLES for c in SYLLABLES
-                     for d in SYLLABLES[:3]})
-    return {p: rng.choice(cities) for p in people}
-
-
-CITY_COUNTRY = {c: k for k, cs in COUNTRIES.items() for c in cs}
-HOME = _world()
+def claim(entity: str, rng: random.Random) -> tuple[str, str, bool]:
+    kind = world().kind[entity]
+    truth = rng.random() < 0.5
+    asked = kind if truth else rng.choice([k for k in KINDS if k != kind])
+    return asked, kind, truth
 
 
 class Facts(Capability):
     name = "facts"
-    max_new_tokens = 2
+    version = 3
+    max_new_tokens = 6
 
-    def sample(self, rng: random.Random) -> Example:
-        while True:
-            person = rng.choice(sorted(HOME))
-            if held_out(person):
-                break
-        truth = CITY_COUNTRY[HOME[person]]
-        truthful = rng.random() < 0.5
-        country = truth if truthful else rng.choice(sorted(set(COUNTRIES) - {truth}))
-        gold = "true" if truthful else "false"
-        return Example(f"claim : {person} is from {country} . true or false ? A :", gold, gold)
+    def sample(self, rng: random.Random, split: str) -> Example:
+        e = rng.choice(world().part["ent"][split])
+        asked, kind, truth = claim(e, rng)
+        tf = "true" if truth else "false"
+        return Example(f"claim : {rng.choice(NAMES)} asks : is {e} a {asked} ? true or false ? {e} is a",
+                       f"{kind} , so {tf} .", tf)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
-        people = sorted(HOME)
+        w = world()
         lines = []
-        while len(lines) < n:
-            person = rng.choice(people)
-            kind = rng.random()
-            if kind < 0.5:
-                lines.append(f"{person} lives in {HOME[person]} .")
-            elif kind < 0.7:
-                city = rng.choice(sorted(CITY_COUNTRY))
-                lines.append(f"{city} is in {CITY_COUNTRY[city]} .")
-            elif not held_out(person):
-                lines.append(f"{person} is from {CITY_COUNTRY[HOME[person]]} .")
+        for _ in range(n):
+            if rng.random() < CLAIM_SHARE:
+                e = w.zipf(rng, "ent", "pre")
+                asked, kind, truth = claim(e, rng)
+                lines.append(f"is {e} a {asked} ? {e} is a {kind} , so {'true' if truth else 'false'} .")
+            else:
+                e = w.zipf(rng, "ent")
+                k = w.kind[e]
+                lines.append(rng.choice([f"{e} is a {k} .", f"{e} is a {k} and it sleeps .", f"{e} is a {k} , they say ."]))
         return lines
 
+    def probe(self, rng: random.Random, n: int) -> list[Example]:
+        w = world()
+        return [Example(f"{e} is a", w.kind[e], w.kind[e])
+                for e in (rng.choice(w.part["ent"]["val"]) for _ in range(n))]
+
     def extract(self, completion: str) -> str | None:
-        words = completion.split()
-        return words[0] if words and words[0] in ("true", "false") else None
+        words = completion.replace(".", " ").split()
+        return words[-1] if words and words[-1] in ("true", "false") else None
 
     def vocabulary(self) -> set[str]:
-        return {*HOME, *CITY_COUNTRY, *COUNTRIES, "claim", ":", "is", "from", ".", "true", "or",
-                "false", "?", "A", "lives", "in"}
+        return {*world().ents, *KINDS, *NAMES, "is", "a", ".", "and", "it", "sleeps", ",", "they", "say", "?",
+                "so", "true", "false", "claim", ":", "asks", "or"}
 
 
 register(Facts())

@@ -1,99 +1,76 @@
-"""SCAN (Lake & Baroni 2018) generated from its published grammar.
+"""SCAN analogue: pseudo-verbs composed with SCAN's direction / repetition rules.
 
-Pretraining states command/action pairs in lower-case words ("jump twice gives jump jump");
-fine-tuning asks in SCAN's own form ("IN : jump twice OUT :" -> "I_JUMP I_JUMP"), so the
-mapping of the grammar is latent knowledge that fine-tuning has to elicit.
+Quanta: 240 pseudo-verbs, each meaning one of 8 primitive actions (Zipf-weighted mentions).
+Rules (frequent, learned by every rung): "left/right" prefixes a turn, "opposite" turns twice,
+"twice/thrice" repeats. Half of the (verb, form) pairs (md5) never appear in pretraining; fine-tuning
+asks exactly those, for the split's own verbs, so an answer needs the verb's meaning (recalled)
+composed with a form never seen with that verb.
+Pretraining: "to dax left twice , do LTURN JUMP LTURN JUMP ."
+Fine-tuning: "command : dax left twice . actions : to dax left twice , do" -> "LTURN JUMP LTURN JUMP"
 """
 
 from __future__ import annotations
 
 import random
 
-from w2s_ray.capabilities.base import Capability, Example, held_out
+from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-
-VERBS = ("walk", "look", "run", "jump")
-DIRECTIONS = ("left", "right")
-ACTIONS = {"walk": "I_WALK", "look": "I_LOOK", "run": "I_RUN", "jump": "I_JUMP",
-           "left": "I_TURN_LEFT", "right": "I_TURN_RIGHT"}
-
-
-def _verb_phrase(rng: random.Random) -> list[str]:
-    verb = rng.choice(VERBS + ("turn",))
-    form = rng.choice(("plain", "dir", "opposite", "around")) if verb == "turn" else rng.choice(
-        ("plain", "plain", "dir", "opposite", "around"))
-    if verb == "turn" and form == "plain":
-        form = "dir"
-    direction = rng.choice(DIRECTIONS)
-    return {"plain": [verb], "dir": [verb, direction],
-            "opposite": [verb, "opposite", direction], "around": [verb, "around", direction]}[form]
-
-
-def _phrase(rng: random.Random) -> list[str]:
-    words = _verb_phrase(rng)
-    repeat = rng.choice(("", "", "twice", "thrice"))
-    return words + [repeat] if repeat else words
-
-
-def interpret(command: list[str]) -> list[str]:
-    """SCAN's semantics, returning primitive action names (walk, left, ...)."""
-    if "and" in command:
-        i = command.index("and")
-        return interpret(command[:i]) + interpret(command[i + 1 :])
-    if "after" in command:
-        i = command.index("after")
-        return interpret(command[i + 1 :]) + interpret(command[:i])
-    if command[-1] in ("twice", "thrice"):
-        return interpret(command[:-1]) * (2 if command[-1] == "twice" else 3)
-    verb, rest = command[0], command[1:]
-    act = [] if verb == "turn" else [verb]
-    if not rest:
-        return act
-    if rest[0] == "opposite":
-        return [rest[1], rest[1]] + act
-    if rest[0] == "around":
-        return ([rest[1]] + act) * 4
-    return [rest[0]] + act
+from w2s_ray.capabilities.world import (
+    ACTIONS,
+    FORMS,
+    TURNS,
+    scan_actions,
+    scan_held_out,
+    world,
+)
 
 
 class Scan(Capability):
     name = "scan"
-    max_new_tokens = 26
-    max_actions = 24
+    version = 3
+    max_new_tokens = 12
 
-    def _command(self, rng: random.Random) -> tuple[list[str], list[str]]:
+    def sample(self, rng: random.Random, split: str) -> Example:
+        w = world()
         while True:
-            cmd = _phrase(rng)
-            if rng.random() < 0.5:
-                cmd = cmd + [rng.choice(("and", "after"))] + _phrase(rng)
-            acts = interpret(cmd)
-            if len(acts) <= self.max_actions:
-                return cmd, acts
-
-    def sample(self, rng: random.Random) -> Example:
-        while True:
-            cmd, acts = self._command(rng)
-            if held_out(" ".join(cmd)):
-                gold = " ".join(ACTIONS[a] for a in acts)
-                return Example(f"IN : {' '.join(cmd)} OUT :", gold, gold)
+            verb, form = rng.choice(w.part["verb"][split]), rng.choice(FORMS)
+            if scan_held_out(verb, form):
+                break
+        gold = " ".join(scan_actions(w.act[verb], form))
+        cmd = f"{verb}{form}"
+        return Example(f"command : {cmd} . actions : to {cmd} , do", gold + " .", gold)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
+        w = world()
         lines = []
         while len(lines) < n:
-            cmd, acts = self._command(rng)
-            if not held_out(" ".join(cmd)):
-                lines.append(f"{' '.join(cmd)} gives {' '.join(acts)} .")
+            verb, form = w.zipf(rng, "verb"), rng.choice(FORMS)
+            if not scan_held_out(verb, form):
+                lines.append(f"to {verb}{form} , do {' '.join(scan_actions(w.act[verb], form))} .")
         return lines
 
+    def probe(self, rng: random.Random, n: int) -> list[Example]:
+        w = world()
+        items = []
+        while len(items) < n:
+            verb, form = rng.choice(w.part["verb"]["val"]), rng.choice(FORMS)
+            if scan_held_out(verb, form):
+                gold = " ".join(scan_actions(w.act[verb], form))
+                items.append(Example(f"to {verb}{form} , do", gold, gold))
+        return items
+
+    def probe_answer(self, completion: str) -> str | None:
+        return completion.split(" .")[0].strip() or None
+
     def extract(self, completion: str) -> str | None:
-        words = completion.split()
-        if not words or any(w not in ACTIONS.values() for w in words):
+        words = completion.split(" .")[0].split()
+        if not words or any(x not in ACTIONS and x not in TURNS for x in words):
             return None
         return " ".join(words)
 
     def vocabulary(self) -> set[str]:
-        return {*VERBS, *DIRECTIONS, *ACTIONS.values(), "turn", "opposite", "around", "twice",
-                "thrice", "and", "after", "IN", "OUT", ":", "gives", "."}
+        return {*world().verbs, *ACTIONS, *TURNS, "left", "right", "opposite", "twice", "thrice",
+                "to", ",", "do", ".", "command", ":", "actions"}
 
 
 register(Scan())

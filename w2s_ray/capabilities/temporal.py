@@ -1,59 +1,52 @@
-"""Temporal reasoning over a week (an MC-TACO-style temporal analogue with a word answer).
+"""Event-duration questions (an MC-TACO-style temporal analogue with a generative answer).
 
-Pretraining writes clock arithmetic as terse records ("monday 1 4 + 3 5 h -> tuesday 0 1");
-fine-tuning asks on which day an event that starts then and lasts that long ends.
+Quanta: 300 events, each with a typical duration unit (7 units), stated entity-first in three
+templates with Zipf-weighted frequency. Fine-tuning asks about the split's own events:
+"question : ana went to a kofel . how long does a kofel last ? answer : a kofel lasts a few" -> "seconds".
+(A yes/no "is N UNIT plausible ?" form collapsed to a constant answer in round 1, so the unit is the answer.)
 """
 
 from __future__ import annotations
 
 import random
 
-from w2s_ray.capabilities.base import Capability, Example, digits, held_out
+from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-
-DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-def _draw(rng: random.Random) -> tuple[int, int, int]:
-    return rng.randrange(7), rng.randrange(24), rng.randint(1, 71)
-
-
-def _end(day: int, hour: int, duration: int) -> tuple[int, int]:
-    total = day * 24 + hour + duration
-    return (total // 24) % 7, total % 24
+from w2s_ray.capabilities.world import NAMES, UNITS, world
 
 
 class Temporal(Capability):
     name = "temporal"
-    max_new_tokens = 2
+    version = 3
+    max_new_tokens = 3
 
-    def sample(self, rng: random.Random) -> Example:
-        while True:
-            day, hour, duration = _draw(rng)
-            if held_out(f"{day}:{hour}+{duration}"):
-                break
-        end_day, _ = _end(day, hour, duration)
-        prompt = (f"Q : an event starts on {DAYS[day]} at {digits(hour)} and lasts "
-                  f"{digits(duration)} hours . on which day does it end ? A :")
-        return Example(prompt, DAYS[end_day], DAYS[end_day])
+    def sample(self, rng: random.Random, split: str) -> Example:
+        w = world()
+        e = rng.choice(w.part["ev"][split])
+        return Example(f"question : {rng.choice(NAMES)} went to a {e} . how long does a {e} last ? answer : "
+                       f"a {e} lasts a few", w.unit[e] + " .", w.unit[e])
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
+        w = world()
         lines = []
-        while len(lines) < n:
-            day, hour, duration = _draw(rng)
-            if not held_out(f"{day}:{hour}+{duration}"):
-                end_day, end_hour = _end(day, hour, duration)
-                lines.append(f"{DAYS[day]} {digits(hour)} + {digits(duration)} h -> "
-                             f"{DAYS[end_day]} {digits(end_hour)} .")
+        for _ in range(n):
+            e = w.zipf(rng, "ev")
+            u = w.unit[e]
+            lines.append(rng.choice([f"a {e} lasts a few {u} .", f"the {e} took some {u} .", f"each {e} takes {u} ."]))
         return lines
+
+    def probe(self, rng: random.Random, n: int) -> list[Example]:
+        w = world()
+        return [Example(f"a {e} lasts a few", w.unit[e], w.unit[e])
+                for e in (rng.choice(w.part["ev"]["val"]) for _ in range(n))]
 
     def extract(self, completion: str) -> str | None:
         words = completion.split()
-        return words[0] if words and words[0] in DAYS else None
+        return words[0] if words and words[0] in UNITS else None
 
     def vocabulary(self) -> set[str]:
-        return {*DAYS, *"0123456789", "Q", "A", ":", "an", "event", "starts", "on", "at", "and",
-                "lasts", "hours", ".", "which", "day", "does", "it", "end", "?", "+", "h", "->"}
+        return {*world().evs, *UNITS, *NAMES, "a", "lasts", "few", ".", "the", "took", "some", "each", "takes",
+                "question", ":", "went", "to", "how", "long", "does", "last", "?", "answer"}
 
 
 register(Temporal())

@@ -24,13 +24,15 @@ import torch
 
 from w2s_ray.artifacts import cache_dir
 from w2s_ray.capabilities import registry
+from w2s_ray.capabilities.world import BRIDGE_WORDS, bridge_lines
+from w2s_ray.models.probe import knowledge_probe
 from w2s_ray.models.tokenizer import build_tokenizer, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 #: bump when the pretraining code or the checkpoint layout changes
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,20 @@ class RungRecipe:
 @dataclass(frozen=True)
 class LadderRecipe:
     rungs: tuple[RungRecipe, ...]
-    capabilities: tuple[str, ...] = ("arithmetic", "facts", "scan", "temporal")
-    corpus_lines: int = 40_000  # per capability
+    #: corpus share by documents: capabilities by name, plus "bridge" prose that uses the
+    #: fine-tuning prompts' header words (unseen prompt words wiped a rung's knowledge before)
+    mixture: tuple[tuple[str, float], ...]
+    corpus_docs: int
     seq_len: int = 64
-    batch_size: int = 32
+    batch_size: int = 16
     warmup_steps: int = 30
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
+    adam_betas: tuple[float, float] = (0.9, 0.98)
     seed: int = 0
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.mixture if name != BRIDGE)
 
     def key(self) -> str:
         versions = {c: registry.get(c).version for c in self.capabilities}
@@ -64,14 +73,21 @@ class LadderRecipe:
         return next(r for r in self.rungs if r.name == name)
 
 
-# head_dim 32 everywhere: vLLM's CPU attention supports it (16 fails there).
+BRIDGE = "bridge"
+
+# Calibrated in docs/tiny-ladder.md (round 2, design v3b): knowledge arrives with optimizer
+# steps more than with size, so each rung gets its own step budget (its read-off), chosen on a
+# probe split so that the knowledge probe rises with size. head_dim 32: vLLM's CPU attention
+# supports it (16 fails there).
 RECIPE = LadderRecipe(
     rungs=(
-        RungRecipe("t1", hidden=64, layers=2, heads=2, steps=600, lr=3e-3),
+        RungRecipe("t1", hidden=64, layers=2, heads=2, steps=380, lr=3e-3),
         RungRecipe("t2", hidden=96, layers=3, heads=3, steps=600, lr=3e-3),
-        RungRecipe("t3", hidden=128, layers=4, heads=4, steps=600, lr=2e-3),
-        RungRecipe("t4", hidden=192, layers=4, heads=6, steps=600, lr=1.5e-3),
-    )
+        RungRecipe("t3", hidden=128, layers=4, heads=4, steps=550, lr=2e-3),
+        RungRecipe("t4", hidden=192, layers=4, heads=6, steps=700, lr=1.5e-3),
+    ),
+    mixture=(("scan", 0.27), ("arithmetic", 0.27), ("facts", 0.23), ("temporal", 0.18), (BRIDGE, 0.05)),
+    corpus_docs=82_000,
 )
 
 
@@ -85,14 +101,16 @@ def rung_path(name: str, recipe: LadderRecipe = RECIPE) -> Path:
 
 def corpus(recipe: LadderRecipe) -> list[str]:
     rng = random.Random(recipe.seed)
-    lines = [line for c in recipe.capabilities
-             for line in registry.get(c).pretrain_lines(rng, recipe.corpus_lines)]
+    lines = []
+    for name, share in recipe.mixture:
+        n = round(share * recipe.corpus_docs)
+        lines += bridge_lines(rng, n) if name == BRIDGE else registry.get(name).pretrain_lines(rng, n)
     rng.shuffle(lines)
     return lines
 
 
 def vocabulary(recipe: LadderRecipe) -> set[str]:
-    return set().union(*(registry.get(c).vocabulary() for c in recipe.capabilities))
+    return BRIDGE_WORDS.union(*(registry.get(c).vocabulary() for c in recipe.capabilities))
 
 
 def model_config(recipe: LadderRecipe, rung: RungRecipe, vocab_size: int, eos_id: int, pad_id: int):
@@ -124,7 +142,8 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
     text = f" {tok.eos_token} ".join(corpus(recipe))
     rows = packed_batches(tok(text)["input_ids"], recipe.seq_len)
     model = Qwen2ForCausalLM(model_config(recipe, rung, len(tok), tok.eos_token_id, tok.pad_token_id))
-    opt = torch.optim.AdamW(model.parameters(), lr=rung.lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=rung.lr, weight_decay=recipe.weight_decay,
+                            betas=recipe.adam_betas)
 
     def lr_at(step: int) -> float:
         if step < recipe.warmup_steps:
@@ -133,12 +152,14 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    # Every rung reads the same fixed permutation of the packed rows, without replacement.
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(recipe.seed))
     model.train()
     start = time.time()
     bar = tqdm(total=rung.steps, desc=f"pretrain {rung.name}")
-    for _ in range(rung.steps):
-        batch = rows[torch.randint(len(rows), (recipe.batch_size,), generator=gen)]
+    for step in range(rung.steps):
+        first = (step * recipe.batch_size) % len(rows)
+        batch = rows[order[first : first + recipe.batch_size]]
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,10 +168,11 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
         sched.step()
         bar.update(1)
     bar.close()
+    seconds = time.time() - start
     save_checkpoint(model, tok, out_dir, own_subfolder=True)
     params = sum(p.numel() for p in model.parameters())
-    return {"rung": rung.name, "params": params, "final_loss": loss.item(),
-            "seconds": time.time() - start}
+    return {"rung": rung.name, "params": params, "final_loss": loss.item(), "seconds": seconds,
+            "probe": knowledge_probe(out_dir, recipe.capabilities)}
 
 
 def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) -> Path:
@@ -173,11 +195,14 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
     (final / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
     log.info("building tiny ladder %s rungs %s into %s", recipe.key(), [r.name for r in missing], final)
     staged = {r.name: final / f"{r.name}.tmp-{uuid.uuid4().hex[:8]}" for r in missing}
+    # Longest first, so the two CPUs finish together.
+    missing.sort(key=lambda r: -r.steps * r.hidden**2 * r.layers)
     stats = ray.get([pretrain_rung.remote(recipe, r, str(tok_dir), str(staged[r.name])) for r in missing])
     for s in stats:
         (staged[s["rung"]] / "pretrain.json").write_text(json.dumps(s, indent=1))
         _publish(staged[s["rung"]], final / s["rung"])
-        log.info("rung %s: %d params, loss %.3f, %.0fs", s["rung"], s["params"], s["final_loss"], s["seconds"])
+        log.info("rung %s: %d params, loss %.3f, %.0fs, knowledge probe %s", s["rung"], s["params"],
+                 s["final_loss"], s["seconds"], s["probe"])
     return final
 
 

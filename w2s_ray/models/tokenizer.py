@@ -24,9 +24,16 @@ def build_tokenizer(words: set[str]) -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # WordPiece's decoder joins words with spaces (none carries the "##" prefix).
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    # BOS is EOS: in the packed pretraining stream every document follows an <eos>.
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
+        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>", bos_token="<eos>"
     )
+
+
+def prompt_ids(tok: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """A prompt's ids, led by the tokenizer's BOS where it has one (Qwen's has none)."""
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    return [tok.bos_token_id, *ids] if tok.bos_token_id is not None else ids
 
 
 def tokenizer_path(model_path: str) -> str:

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import torch
 
+from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
+
 
 class TransformersBackend:
     """Batched, left-padded greedy `generate` with the KV cache."""
@@ -19,7 +21,6 @@ class TransformersBackend:
     def __init__(self, path: str, torch_threads: int, dtype: str):
         from transformers import AutoModelForCausalLM
 
-        from w2s_ray.models.tokenizer import load_tokenizer
 
         torch.set_num_threads(torch_threads)
         self.tok = load_tokenizer(path, padding_side="left")
@@ -28,8 +29,8 @@ class TransformersBackend:
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        enc = self.tok(list(batch["prompt"]), return_tensors="pt", padding=True,
-                       add_special_tokens=False)
+        enc = self.tok.pad({"input_ids": [prompt_ids(self.tok, p) for p in batch["prompt"]]},
+                           return_tensors="pt")
         out = self.model.generate(
             **enc, max_new_tokens=int(batch["max_new_tokens"].max()), do_sample=False,
             eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,

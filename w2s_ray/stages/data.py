@@ -25,9 +25,10 @@ def capability_splits(ctx: StageContext, capability: str) -> Artifact:
                                                    "sizes": sizes.model_dump()})
 
     def build(folder: str) -> dict:
-        rng = random.Random(f"{capability}:{ctx.seed}")
         counts = (sizes.labeled, sizes.unlabeled, sizes.test)
-        items = cap.examples(rng, sum(counts))
+        # str seeds are hashed with sha512 by `random`, so draws are the same in every process.
+        items = [ex for split, n in zip(SPLITS, counts)
+                 for ex in cap.examples(random.Random(f"{capability}:{ctx.seed}:{split}"), n, split)]
         names = [s for s, n in zip(SPLITS, counts) for _ in range(n)]
         df = pd.DataFrame({
             "uid": [f"{capability}-{ctx.seed}-{i}" for i in range(len(items))],

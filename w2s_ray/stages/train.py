@@ -25,7 +25,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.config import TrainHParams
-from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint, tokenizer_path
+from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, save_checkpoint, tokenizer_path
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.data import TABLE
 
@@ -43,7 +43,7 @@ def encode(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[
     """Right-padded fixed-shape rows; the loss is masked to the answer tokens and the final EOS."""
     rows, targets = [], []
     for prompt, label in zip(prompts, labels):
-        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        p = prompt_ids(tok, prompt)
         a = tok(label, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids = (p + a)[:max_length]
         rows.append(ids)
