@@ -23,5 +23,5 @@ def base_source(rung: RungSpec) -> tuple[str, str]:
         recipe = tiny_ladder.RECIPE
         if name not in [r.name for r in recipe.rungs]:
             raise KeyError(f"tiny ladder has no rung {name!r}; allowed: {[r.name for r in recipe.rungs]}")
-        return f"tiny:{recipe.key()}/{name}", str(tiny_ladder.rung_path(name))
+        return f"tiny:{recipe.key()}/{tiny_ladder.rung_dirname(name)}", str(tiny_ladder.rung_path(name))
     return rung.model, rung.model

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 BUILDER_VERSION = 3
 
 
+def _hash(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class RungRecipe:
     name: str
@@ -43,6 +47,9 @@ class RungRecipe:
     heads: int
     steps: int
     lr: float
+
+    def key(self) -> str:
+        return _hash(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,11 @@ class LadderRecipe:
         return tuple(name for name, _ in self.mixture if name != BRIDGE)
 
     def key(self) -> str:
+        """What every rung shares (corpus, tokenizer, optimiser); each rung adds its own key,
+        so recalibrating one rung's budget rebuilds that rung only."""
+        shared = {k: v for k, v in dataclasses.asdict(self).items() if k != "rungs"}
         versions = {c: registry.get(c).version for c in self.capabilities}
-        blob = json.dumps({"recipe": dataclasses.asdict(self), "versions": versions,
-                           "builder": BUILDER_VERSION}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash({"recipe": shared, "versions": versions, "builder": BUILDER_VERSION})
 
     def rung(self, name: str) -> RungRecipe:
         return next(r for r in self.rungs if r.name == name)
@@ -82,7 +90,7 @@ BRIDGE = "bridge"
 RECIPE = LadderRecipe(
     rungs=(
         RungRecipe("t1", hidden=64, layers=2, heads=2, steps=380, lr=3e-3),
-        RungRecipe("t2", hidden=96, layers=3, heads=3, steps=600, lr=3e-3),
+        RungRecipe("t2", hidden=96, layers=3, heads=3, steps=520, lr=3e-3),
         RungRecipe("t3", hidden=128, layers=4, heads=4, steps=550, lr=2e-3),
         RungRecipe("t4", hidden=192, layers=4, heads=6, steps=700, lr=1.5e-3),
     ),
@@ -95,8 +103,12 @@ def ladder_dir(recipe: LadderRecipe = RECIPE) -> Path:
     return cache_dir() / "tiny-ladder" / recipe.key()
 
 
+def rung_dirname(name: str, recipe: LadderRecipe = RECIPE) -> str:
+    return f"{name}-{recipe.rung(name).key()}"
+
+
 def rung_path(name: str, recipe: LadderRecipe = RECIPE) -> Path:
-    return ladder_dir(recipe) / name
+    return ladder_dir(recipe) / rung_dirname(name, recipe)
 
 
 def corpus(recipe: LadderRecipe) -> list[str]:
@@ -183,7 +195,7 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
     """
     final = ladder_dir(recipe)
     wanted = [r for r in recipe.rungs if names is None or r.name in names]
-    missing = [r for r in wanted if not (final / r.name / "config.json").exists()]
+    missing = [r for r in wanted if not (rung_path(r.name, recipe) / "config.json").exists()]
     if not missing:
         return final
     final.mkdir(parents=True, exist_ok=True)
@@ -192,15 +204,15 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
         staging = final / f"tokenizer.tmp-{uuid.uuid4().hex[:8]}"
         build_tokenizer(vocabulary(recipe)).save_pretrained(staging)
         _publish(staging, tok_dir)
-    (final / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
     log.info("building tiny ladder %s rungs %s into %s", recipe.key(), [r.name for r in missing], final)
     staged = {r.name: final / f"{r.name}.tmp-{uuid.uuid4().hex[:8]}" for r in missing}
     # Longest first, so the two CPUs finish together.
     missing.sort(key=lambda r: -r.steps * r.hidden**2 * r.layers)
     stats = ray.get([pretrain_rung.remote(recipe, r, str(tok_dir), str(staged[r.name])) for r in missing])
     for s in stats:
-        (staged[s["rung"]] / "pretrain.json").write_text(json.dumps(s, indent=1))
-        _publish(staged[s["rung"]], final / s["rung"])
+        (staged[s["rung"]] / "pretrain.json").write_text(
+            json.dumps({**s, "recipe": dataclasses.asdict(recipe.rung(s["rung"]))}, indent=1))
+        _publish(staged[s["rung"]], rung_path(s["rung"], recipe))
         log.info("rung %s: %d params, loss %.3f, %.0fs, knowledge probe %s", s["rung"], s["params"],
                  s["final_loss"], s["seconds"], s["probe"])
     return final

@@ -1,0 +1,37 @@
+"""The tiny ladder: real pretraining through the real builder, loaded like a hub checkpoint."""
+
+import hashlib
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from w2s_ray.models import tiny_ladder
+from w2s_ray.models.probe import knowledge_probe
+from w2s_ray.models.tokenizer import load_tokenizer
+
+
+def weights_hash(folder) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_rung_rebuilds_bit_for_bit_from_its_recipe(ray_local, tmp_path, monkeypatch):
+    hashes = []
+    for where in ("first", "second"):
+        monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / where))
+        assert tiny_ladder.build_ladder(["t1"]).name == tiny_ladder.RECIPE.key()
+        hashes.append(weights_hash(tiny_ladder.rung_path("t1")))
+    assert hashes[0] == hashes[1]
+    model = AutoModelForCausalLM.from_pretrained(tiny_ladder.rung_path("t1"))
+    assert model.config.model_type == "qwen2" and model.config.head_dim == 32
+    assert len(load_tokenizer(str(tiny_ladder.rung_path("t1")))) == model.config.vocab_size
+
+
+@pytest.mark.slow
+def test_knowledge_probe_rises_with_rung_size(ray_local):
+    tiny_ladder.build_ladder()
+    caps = tiny_ladder.RECIPE.capabilities
+    probes = [knowledge_probe(str(tiny_ladder.rung_path(r.name)), caps)["average"]
+              for r in tiny_ladder.RECIPE.rungs]
+    assert probes == sorted(probes) and len(set(probes)) == len(probes), probes
+    assert probes[0] > 0.05, "no rung may be at zero"
+    assert probes[-2] < 0.95, "no saturation below the top rung"
