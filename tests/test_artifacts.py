@@ -96,8 +96,9 @@ def test_failed_build_releases_its_lease_and_commits_nothing(ray_local, tmp_path
     def failing(folder: str) -> dict:
         raise RuntimeError("out of memory")
 
+    builder = make_builder(store, "first")
     with pytest.raises(RuntimeError):
-        make_builder(store, "first").ensure(art, failing)
+        builder.ensure(art, failing)
     assert not store.committed(art)
-    make_builder(store, "second").ensure(art, lambda folder: {})
+    builder.ensure(art, lambda folder: {})
     assert store.committed(art)

@@ -214,9 +214,8 @@ class Builder:
 
     def ensure(self, art: Artifact, build: Callable[[str], dict[str, Any]], **log_extra: Any) -> Artifact:
         """Return `art`, committed; `build(folder)` writes its files and returns metadata."""
-        if art.id in self.seen:
+        if art.id in self.seen:  # already resolved by this builder: log each artifact once
             return art
-        self.seen.add(art.id)
         waited = False
         while not self.store.committed(art):
             if ray.get(self.leases.acquire.remote(art.id, self.holder, LEASE_TTL_S)):
@@ -224,6 +223,7 @@ class Builder:
                     if self.store.committed(art):  # committed between our check and the lease
                         break
                     self._build(art, build, log_extra)
+                    self.seen.add(art.id)
                     return art
                 finally:
                     self.leases.release.remote(art.id, self.holder)
@@ -232,6 +232,7 @@ class Builder:
                 waited = True
             time.sleep(self.poll_s)
         self.stage_log.record(art, "reused", 0.0, **log_extra)
+        self.seen.add(art.id)
         return art
 
     def _build(self, art: Artifact, build: Callable[[str], dict[str, Any]], log_extra: dict) -> None:
