@@ -5,6 +5,7 @@ import time
 
 import pandas as pd
 import pytest
+import ray
 
 from w2s_ray.artifacts import Artifact, Builder, StageLog, Store, lease_book
 
@@ -102,3 +103,21 @@ def test_failed_build_releases_its_lease_and_commits_nothing(ray_local, tmp_path
     assert not store.committed(art)
     builder.ensure(art, lambda folder: {})
     assert store.committed(art)
+
+
+def test_the_lease_book_outlives_the_placement_group_of_the_trial_that_made_it(ray_local):
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 0.01}])
+    ray.get(pg.ready())
+
+    @ray.remote(num_cpus=0.01)
+    def like_a_trial() -> bool:
+        return ray.get(lease_book("pg-test").acquire.remote("k", "trial-1", 60.0))
+
+    inside = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(like_a_trial.options(scheduling_strategy=inside).remote())
+    remove_placement_group(pg)
+    time.sleep(1)
+    assert not ray.get(lease_book("pg-test").acquire.remote("k", "trial-2", 60.0), timeout=30)

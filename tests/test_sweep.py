@@ -10,10 +10,12 @@ import pytest
 from w2s_ray.artifacts import StageLog, Store
 
 ROOT = Path(__file__).resolve().parents[1]
+# Three trials, two at a time, all sharing the t1 weak model: the third starts after one of the
+# first two has ended, so shared state (the build leases) must outlive the trial that made it.
 SHARED_WEAK = [
     "--set", ('ladder.rungs=[{name: t1, model: "tiny:t1"}, {name: t2, model: "tiny:t2"}, '
-             '{name: t2b, model: "tiny:t2"}]'),
-    "--set", "pairs=[[t1, t2], [t1, t2b]]",
+              '{name: t2b, model: "tiny:t2"}, {name: t2c, model: "tiny:t2"}]'),
+    "--set", "pairs=[[t1, t2], [t1, t2b], [t1, t2c]]",
 ]
 
 
@@ -34,7 +36,7 @@ def test_smoke_sweep_shares_the_weak_model_and_a_rerun_trains_nothing(tmp_path):
     built = sft[sft["status"] == "built"]
     assert (built["tag"] == "weak").sum() == 1, "two trials share the t1 weak model: train it once"
     assert sorted(built["tag"]) == ["ceiling", "weak", "wts"]
-    assert "PGR table" in first and "t1 -> t2b" in first
+    assert "PGR table" in first and "t1 -> t2b" in first and "t1 -> t2c" in first
 
     results = store.path("sweeps", "smoke", "results")
     rows = store.read_table(f"{results}/rows.parquet")

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,10 @@ class LeaseBook:
 
 
 def lease_book(namespace_key: str) -> ray.actor.ActorHandle:
+    # Never inside the caller's placement group: the book must outlive the trial that made it.
     return LeaseBook.options(
-        name=f"w2s-leases-{namespace_key}", get_if_exists=True, lifetime="detached"
+        name=f"w2s-leases-{namespace_key}", get_if_exists=True, lifetime="detached",
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
     ).remote()
 
 

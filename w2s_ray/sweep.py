@@ -57,6 +57,7 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
     """Run the grid; returns (tidy rows, tables, this run's stage log)."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
+    leases_for(store)  # made by the driver, before any trial can race to create it
     if uses_tiny_ladder(config.ladder.rungs):
         tiny_ladder.build_ladder(tiny_rungs(config.ladder.rungs))
     pairs = config.pair_list()
