@@ -1,8 +1,9 @@
 """The tiny ladder: Qwen2-architecture rungs pretrained by this project on a synthetic corpus.
 
 The recipe below is the one place that decides sizes, budgets and the corpus. The built ladder
-lands in a per-machine cache folder named by the recipe's hash, one `save_pretrained` folder per
-rung, each loadable with `AutoModelForCausalLM.from_pretrained` like a hub checkpoint.
+lands in a per-machine cache folder named by the hash of what the rungs share (corpus, tokenizer,
+optimiser), with one `save_pretrained` folder per rung named by the rung's own hash, each loadable
+with `AutoModelForCausalLM.from_pretrained` like a hub checkpoint.
 """
 
 from __future__ import annotations
