@@ -101,12 +101,9 @@ class Store:
         self.write_bytes_atomic(path, json.dumps(obj, indent=1, default=str).encode())
 
     def write_table(self, path: str, df: pd.DataFrame) -> None:
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        pq.write_table(
-            pa.Table.from_pandas(df, preserve_index=False), tmp, filesystem=self.fs
-        )
-        self.fs.move(tmp, path)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buffer)
+        self.write_bytes_atomic(path, buffer.getvalue().to_pybytes())
 
     def read_table(self, path: str) -> pd.DataFrame:
         return pq.read_table(path, filesystem=self.fs).to_pandas()

@@ -81,8 +81,8 @@ class SweepSpec(Strict):
     trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
 
 
-METHOD_NAMES = ("weak", "wts", "ceiling", "strong-base")
 MethodName = Literal["weak", "wts", "ceiling", "strong-base"]
+METHOD_NAMES = typing.get_args(MethodName)
 
 
 class SweepConfig(Strict):

@@ -19,7 +19,7 @@ from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
 from w2s_ray.methods import METHODS
 from w2s_ray.models import tiny_ladder
-from w2s_ray.models.ladder import tiny_rungs, uses_tiny_ladder
+from w2s_ray.models.ladder import tiny_rungs
 from w2s_ray.report import write_results
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate
@@ -58,7 +58,7 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
     leases_for(store)  # made by the driver, before any trial can race to create it
-    if uses_tiny_ladder(config.ladder.rungs):
+    if tiny_rungs(config.ladder.rungs):
         tiny_ladder.build_ladder(tiny_rungs(config.ladder.rungs))
     pairs = config.pair_list()
     trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus})

@@ -8,10 +8,6 @@ from w2s_ray.models import tiny_ladder
 TINY = "tiny:"
 
 
-def uses_tiny_ladder(rungs: list[RungSpec]) -> bool:
-    return any(r.model.startswith(TINY) for r in rungs)
-
-
 def tiny_rungs(rungs: list[RungSpec]) -> list[str]:
     return [r.model.removeprefix(TINY) for r in rungs if r.model.startswith(TINY)]
 

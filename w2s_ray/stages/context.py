@@ -18,6 +18,11 @@ class ModelRef:
     artifact: Artifact | None = None
 
 
+def local_model_path(root: str, source: str, is_artifact: bool) -> str:
+    """A local path for from_pretrained: artifacts are fetched from the store if it is remote."""
+    return Store(root).local_dir(source) if is_artifact else source
+
+
 @dataclass
 class StageContext:
     config: SweepConfig

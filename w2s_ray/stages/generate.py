@@ -9,8 +9,7 @@ from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
 from w2s_ray.stages import data
 from w2s_ray.stages.backends import BACKENDS
-from w2s_ray.stages.context import ModelRef, StageContext
-from w2s_ray.stages.train import load_source
+from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 
 VERSION = 1
 
@@ -20,7 +19,7 @@ class _Actor:
 
     def __init__(self, backend: str, root: str, source: str, is_artifact: bool, torch_threads: int,
                  dtype: str):
-        path = load_source(root, source, is_artifact)
+        path = local_model_path(root, source, is_artifact)
         self.impl = BACKENDS[backend](path, torch_threads, dtype)
 
     def __call__(self, batch):

@@ -26,17 +26,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, save_checkpoint, tokenizer_path
-from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 from w2s_ray.stages.data import TABLE
 
 VERSION = 1
 OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
 METRICS = "train_metrics.json"
-
-
-def load_source(root: str, source: str, is_artifact: bool) -> str:
-    """A local path for from_pretrained: artifacts are fetched from the store if it is remote."""
-    return Store(root).local_dir(source) if is_artifact else source
 
 
 def encode(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -131,7 +126,7 @@ def sft_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(hp.torch_threads)
     torch.manual_seed(cfg["seed"])
     store = Store(cfg["root"])
-    path = load_source(cfg["root"], cfg["source"], cfg["is_artifact"])
+    path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"])
     tok = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if world > 1:
