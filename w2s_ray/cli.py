@@ -19,7 +19,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--storage", help="artifact/results root: a local path or s3:// gs:// file:// URI")
     p.add_argument("--name", help="sweep name (results and stage log live under it)")
     p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--methods", nargs="+")
+    p.add_argument("--methods", nargs="+", help="e.g. weak wts ceiling ours noise-0.5 weaken-scan")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
@@ -56,4 +56,7 @@ def main(argv: list[str]) -> int:
     print(tables["pgr"].to_markdown(index=False))
     print("\nPer capability:")
     print(tables["pgr_by_capability"].to_markdown(index=False))
+    if "selection" in tables:
+        print("\nReward-model selection (average over capabilities; gold read for analysis only):")
+        print(tables["selection"].to_markdown(index=False))
     return 0

@@ -81,8 +81,22 @@ class SweepSpec(Strict):
     trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
 
 
-MethodName = Literal["weak", "wts", "ceiling", "strong-base"]
-METHOD_NAMES = typing.get_args(MethodName)
+class RewardSpec(Strict):
+    """The reward model that selects weak samples (paper Sec. 4.2-4.3)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="keep a weak sample when p(good) > threshold")
+    cross_fit: int = Field(0, ge=0, description="0 = paper (one model scores its own training "
+                           "samples); k >= 2 = k fold models, each sample scored by one that did not see it")
+    empty_fallback: Literal["consistent", "all", "fail"] = Field(
+        "consistent", description="what a capability trains on when the reward model keeps none of it")
+    lr: float | None = Field(None, gt=0, description="reward training lr; default train.lr")
+    epochs: float | None = Field(None, gt=0, description="reward training epochs; default train.epochs")
+
+    @model_validator(mode="after")
+    def _folds(self) -> RewardSpec:
+        if self.cross_fit == 1:
+            raise ValueError("reward.cross_fit: 1 fold cannot hold samples out; allowed: 0 (off) or >= 2")
+        return self
 
 
 class SweepConfig(Strict):
@@ -92,10 +106,12 @@ class SweepConfig(Strict):
     capabilities: list[str] = Field(min_length=1)
     splits: SplitSizes
     pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
-    methods: list[MethodName] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1,
+                               description="method names; see w2s_ray.methods.allowed()")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainHParams = TrainHParams()
     inference: InferenceSpec = InferenceSpec()
+    reward: RewardSpec = RewardSpec()
     sweep: SweepSpec = SweepSpec()
 
     @model_validator(mode="after")
@@ -116,10 +132,16 @@ class SweepConfig(Strict):
                         raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
                 if names.index(weak) >= names.index(strong):
                     raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
+        from w2s_ray import methods
+
+        for name in self.methods:
+            methods.resolve(name, self.capabilities)
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: each method once, got {self.methods}")
         for needed in ("weak", "ceiling"):
             if needed not in self.methods:
                 raise ValueError(f"methods: {needed!r} is required (PGR is measured against it); "
-                                 f"allowed methods: {list(METHOD_NAMES)}")
+                                 f"allowed methods: {methods.allowed()}")
         return self
 
     def pair_list(self) -> list[tuple[str, str]]:

@@ -36,13 +36,16 @@ def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
-def pgr_table(rows: pd.DataFrame, per_capability: bool = False) -> pd.DataFrame:
+def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str] | None = None
+              ) -> pd.DataFrame:
     """Per pair (and capability): mean ± s.e. over seeds of each method's accuracy and PGR.
 
     PGR is computed per seed and then averaged, so its spread shows seed-to-seed variation.
+    Method columns follow `order` (the config's), else the rows'.
     """
     wide = accuracy_wide(rows, per_capability)
-    methods = [m for m in pd.unique(rows["method"]) if m not in ("weak", "ceiling")]
+    present = set(rows["method"])
+    methods = [m for m in (order or pd.unique(rows["method"])) if m in present and m not in ("weak", "ceiling")]
     for m in methods:
         wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
     cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
@@ -53,11 +56,47 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_results(store: Store, folder: str, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """rows.parquet / rows.csv beside pgr.md (average) and pgr_by_capability.md."""
-    tables = {"pgr": pgr_table(rows), "pgr_by_capability": pgr_table(rows, per_capability=True)}
-    store.write_table(f"{folder}/rows.parquet", rows)
-    store.write_bytes_atomic(f"{folder}/rows.csv", rows.to_csv(index=False).encode())
+SELECTION_COLUMNS = {  # (analysis, metric) -> column of the selection table
+    ("reward", "train_accuracy"): "reward_train_acc",
+    ("selection", "retention"): "retention",
+    ("selection", "weak_accuracy"): "weak_acc",
+    ("selection", "selected_accuracy"): "selected_acc",
+    ("selection", "strong_accuracy"): "relabel_acc",
+}
+
+
+def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, averaged over capabilities: the consistent share of D^b, the reward model's
+    accuracy on its training data, retention, and the selected set's true accuracy beside the
+    weak labels' and the strong relabel's (Fig. 11); capabilities where selection fell back."""
+    if notes.empty or "selection" not in set(notes["analysis"]):
+        return pd.DataFrame()
+    out = []
+    for (w, s), g in notes.groupby(["weak", "strong"], sort=False):
+        avg = g[g["capability"] == "average"]
+        part = avg[avg["analysis"] == "partition"].pivot_table(index="seed", columns="metric", values="value")
+        row = {"pair": f"{w} -> {s}", "seeds": g["seed"].nunique(),
+               "consistent": mean_se(part["n_consistent"] / part["n_unlabeled"])}
+        for (analysis, metric), column in SELECTION_COLUMNS.items():
+            row[column] = mean_se(avg[(avg["analysis"] == analysis) & (avg["metric"] == metric)]["value"])
+        fell = g.query("analysis == 'selection' and metric == 'fallback' and value > 0 "
+                       "and capability != 'average'")
+        row["fallback"] = ", ".join(sorted(set(fell["capability"]))) or "none"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def write_results(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataFrame,
+                  order: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """rows and analysis rows (Parquet, CSV) beside pgr.md (average), pgr_by_capability.md and,
+    when the methods select data, selection.md."""
+    tables = {"pgr": pgr_table(rows, order=order),
+              "pgr_by_capability": pgr_table(rows, per_capability=True, order=order)}
+    if not (selection := selection_table(notes)).empty:
+        tables["selection"] = selection
+    for name, frame in {"rows": rows, "analysis": notes}.items():
+        store.write_table(f"{folder}/{name}.parquet", frame)
+        store.write_bytes_atomic(f"{folder}/{name}.csv", frame.to_csv(index=False).encode())
     for name, table in tables.items():
         store.write_bytes_atomic(f"{folder}/{name}.md", table.to_markdown(index=False).encode())
     return tables

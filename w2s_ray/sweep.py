@@ -15,16 +15,19 @@ import pandas as pd
 import ray
 from ray import tune
 
+from w2s_ray import analysis
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
-from w2s_ray.methods import METHODS
+from w2s_ray.methods import NotApplicable, Target, resolve
 from w2s_ray.models import tiny_ladder
 from w2s_ray.models.ladder import tiny_rungs
 from w2s_ray.report import write_results
+from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate
 
 log = logging.getLogger(__name__)
+TRAINING_STAGES = ("sft", "reward_model")
 
 
 def leases_for(store: Store):
@@ -42,19 +45,30 @@ def run_trial(params: dict) -> None:
     ctx = StageContext(config, store, builder, seed)
     frames = []
     for name in config.methods:
-        scores = evaluate(ctx, METHODS[name](ctx, weak, strong))
-        frames.append(scores.assign(method=name))
-    rows = pd.concat(frames, ignore_index=True).assign(sweep=config.name, weak=weak, strong=strong,
-                                                       seed=seed)
-    rows = rows[["sweep", "weak", "strong", "seed", "method", "capability", "metric", "value"]]
-    path = store.path("sweeps", config.name, "runs", run_id, "rows", f"{weak}-{strong}-seed{seed}.parquet")
-    store.write_table(path, rows)
+        try:
+            made = resolve(name, config.capabilities)(ctx, weak, strong)
+        except NotApplicable as why:
+            log.warning("%s on %s -> %s: %s", name, weak, strong, why)
+            continue
+        test = data.split_table(ctx, "test", with_gold_labels=True)
+        targets = made if isinstance(made, list) else [Target(made, test)]
+        frames.append(evaluate(ctx, targets).assign(method=name))
+    keys = {"sweep": config.name, "weak": weak, "strong": strong, "seed": seed}
+    rows = pd.concat(frames, ignore_index=True).assign(**keys)
+    rows = rows[[*keys, "method", "capability", "metric", "value"]]
+    notes = analysis.pair_rows(ctx, weak, strong, config.methods).assign(**keys)
+    notes = notes[[*keys, "analysis", "capability", "metric", "value"]]
+    folder = store.path("sweeps", config.name, "runs", run_id)
+    name = f"{weak}-{strong}-seed{seed}.parquet"
+    store.write_table(f"{folder}/analysis/{name}", notes)
+    store.write_table(f"{folder}/rows/{name}", rows)
     avg = rows[rows["metric"] == "accuracy"].groupby("method")["value"].mean()
-    tune.report({"rows": path, **{f"acc_{m}": float(v) for m, v in avg.items()}})
+    tune.report({"rows": f"{folder}/rows/{name}", "analysis": f"{folder}/analysis/{name}",
+                 **{f"acc_{m}": float(v) for m, v in avg.items()}})
 
 
 def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
-    """Run the grid; returns (tidy rows, tables, this run's stage log)."""
+    """Run the grid; returns (tidy metric rows, tables, this run's stage log)."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
     leases_for(store)  # made by the driver, before any trial can race to create it
@@ -77,7 +91,11 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
         raise RuntimeError(f"{len(failed)} trial(s) failed; first error: {failed[0]}")
     rows = pd.concat([store.read_table(r.metrics["rows"]) for r in grid], ignore_index=True)
     rows = rows.sort_values(["weak", "strong", "seed", "method", "capability", "metric"], ignore_index=True)
-    tables = write_results(store, store.path("sweeps", config.name, "results"), rows)
+    notes = pd.concat([store.read_table(r.metrics["analysis"]) for r in grid], ignore_index=True)
+    notes = notes.sort_values(["weak", "strong", "seed", "analysis", "capability", "metric"],
+                              ignore_index=True)
+    tables = write_results(store, store.path("sweeps", config.name, "results"), rows, notes,
+                           config.methods)
     stage_log = StageLog(store, config.name, run_id).frame()
     return rows, tables, stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
 
@@ -86,7 +104,7 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
     if stage_log.empty:
         return "stage log: no stage ran"
     counts = stage_log.groupby(["stage", "status"]).size().unstack(fill_value=0)
-    trained = int(((stage_log["stage"] == "sft") & (stage_log["status"] == "built")).sum())
+    trained = int((stage_log["stage"].isin(TRAINING_STAGES) & (stage_log["status"] == "built")).sum())
     return f"stage log of this run (training stages executed: {trained}):\n{counts.to_string()}"
 
 

@@ -1,8 +1,9 @@
-"""Generation backends behind one small interface: a callable over Ray Data batches.
+"""Model backends behind one small interface: a callable over Ray Data batches.
 
-A backend is a class whose constructor loads the model once (per Ray Data actor) and whose
-`__call__` maps a batch with `prompt` and `max_new_tokens` columns to one with `completion`.
-Decoding is greedy. The vLLM backend joins here in a later issue.
+A backend is a class whose constructor `(path, torch_threads, dtype)` loads the model once (per
+Ray Data actor) and whose `__call__` maps a numpy batch to one with new columns and a per-row
+`compute_seconds`. Generators map `prompt` and `max_new_tokens` to a greedy `completion`;
+scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class TransformersBackend:
 
     def __init__(self, path: str, torch_threads: int, dtype: str):
         from transformers import AutoModelForCausalLM
-
 
         torch.set_num_threads(torch_threads)
         self.tok = load_tokenizer(path, padding_side="left")
@@ -42,4 +42,29 @@ class TransformersBackend:
         return batch
 
 
+class TransformersScorer:
+    """The reward model (a 2-class sequence classifier) over right-padded (prompt, label) rows."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str):
+        from transformers import AutoModelForSequenceClassification
+
+        from w2s_ray.stages.reward import encode_pairs
+
+        torch.set_num_threads(torch_threads)
+        self.encode = encode_pairs
+        self.tok = load_tokenizer(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=getattr(torch, dtype)).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        enc = self.encode(self.tok, list(batch["prompt"]), list(batch["label_text"]))
+        logits = self.model(**enc).logits.float()
+        batch["score"] = torch.softmax(logits, -1)[:, 1].numpy()
+        batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
+        return batch
+
+
 BACKENDS = {"transformers": TransformersBackend}
+SCORERS = {"transformers": TransformersScorer}

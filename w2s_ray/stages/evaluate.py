@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
 from w2s_ray.stages import data
 from w2s_ray.stages.context import ModelRef, StageContext
@@ -20,7 +21,8 @@ def score_frame(preds: pd.DataFrame) -> pd.DataFrame:
     return per_cap.reset_index().melt(id_vars="capability", var_name="metric", value_name="value")
 
 
-def evaluate(ctx: StageContext, model: ModelRef) -> pd.DataFrame:
-    test = data.split_table(ctx, "test", with_gold_labels=True)
-    preds = generate(ctx, model, test, tag="evaluate")
-    return score_frame(data.read(ctx, preds))
+def evaluate(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> pd.DataFrame:
+    """Metrics of (model, test table) targets, pooled: most methods have one target, the test
+    split; wts-s has one per capability and icl changes the prompts."""
+    preds = [data.read(ctx, generate(ctx, model, test, tag="evaluate")) for model, test in targets]
+    return score_frame(pd.concat(preds, ignore_index=True))

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning through Ray Train's TorchTrainer: loss on answer tokens only.
+"""Fine-tuning through Ray Train's TorchTrainer: causal-LM SFT (loss on answer tokens only) and,
+with another `Task`, the reward model's classification training (stages/reward.py).
 
 `train.num_workers: 0` runs Ray Train's local mode: the same `ray.train` API without a worker
 group, in a Ray task that holds `cpus_per_worker` CPUs (a task, not the trial's own process,
@@ -79,8 +80,12 @@ def batch_plan(sizes: list[int], batch_size: int, epochs: float, world: int,
     return plan[:steps]
 
 
+def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
 def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0,
-             world: int = 1) -> dict[str, float]:
+             world: int = 1, loss_fn=lm_loss) -> dict[str, float]:
     """The optimisation loop itself: AdamW, warmup then cosine/linear decay, global batch split over workers."""
     gen = torch.Generator().manual_seed(seed)
     plan = batch_plan([len(b["input_ids"]) for b in buckets], hp.batch_size, hp.epochs, world, gen)
@@ -104,7 +109,7 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     model.train()
     for bucket, idx in plan:
         mine = idx.tensor_split(world)[rank]
-        loss = model(**{k: v[mine] for k, v in buckets[bucket].items()}).loss
+        loss = loss_fn(model, {k: v[mine] for k, v in buckets[bucket].items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -117,9 +122,24 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
             "compute_seconds": time.perf_counter() - start}
 
 
-def sft_loop(cfg: dict[str, Any]) -> None:
-    from transformers import AutoModelForCausalLM
+class SFTTask:
+    """Causal-LM fine-tuning on (prompt, label_text) rows. A task object travels inside the train
+    loop's config, so it holds no state beyond what it needs to be rebuilt on a worker."""
 
+    stage = "sft"
+    loss = staticmethod(lm_loss)
+
+    def load(self, path: str):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+    def buckets(self, tok, df, hp: TrainHParams) -> Buckets:
+        return encode_buckets(tok, df, hp.max_length)
+
+
+def train_loop(cfg: dict[str, Any]) -> None:
+    task = cfg["task"]
     tc = ray.train.get_context()
     rank, world = tc.get_world_rank(), tc.get_world_size()
     hp = TrainHParams(**cfg["hp"])
@@ -128,11 +148,11 @@ def sft_loop(cfg: dict[str, Any]) -> None:
     store = Store(cfg["root"])
     path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"])
     tok = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = task.load(path)
     if world > 1:
         model = ray.train.torch.prepare_model(model)
     df = store.read_table(cfg["data"])
-    metrics = optimize(model, encode_buckets(tok, df, hp.max_length), hp, cfg["seed"], rank, world)
+    metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss)
     if rank == 0:
         trained = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +166,7 @@ def sft_loop(cfg: dict[str, Any]) -> None:
 def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
     scaling = ScalingConfig(num_workers=hp.num_workers, use_gpu=hp.use_gpu,
                             resources_per_worker={"CPU": hp.cpus_per_worker})
-    TorchTrainer(sft_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run).fit()
+    TorchTrainer(train_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run).fit()
 
 
 @ray.remote
@@ -154,26 +174,35 @@ def _fit_local(cfg: dict[str, Any], run: RunConfig) -> None:
     fit(cfg, TrainHParams(**cfg["hp"]), run)
 
 
-def sft(ctx: StageContext, base: ModelRef, data: Artifact, hp: TrainHParams | None = None,
-        tag: str = "sft") -> Artifact:
-    """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
+def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHParams | None = None,
+          tag: str = "train") -> Artifact:
+    """Train `base` on the rows of `data` with `task`; returns the model artifact."""
     hp = hp or ctx.config.train
     # Worker layout does not change the result's identity; the optimisation recipe does.
     identity = hp.model_dump(exclude={"num_workers", "cpus_per_worker", "use_gpu", "torch_threads"})
-    art = Artifact.make("sft", VERSION, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
+    art = Artifact.make(task.stage, VERSION, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
 
     def build(folder: str) -> dict:
+        rows = len(ctx.store.read_table(f"{ctx.store.location(data)}/{TABLE}"))
+        if rows == 0:
+            raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         cfg = {"root": ctx.store.root, "source": base.source, "is_artifact": base.artifact is not None,
                "data": f"{ctx.store.location(data)}/{TABLE}", "out": folder, "hp": hp.model_dump(),
-               "seed": ctx.seed}
-        run = RunConfig(name=f"sft-{art.key}", storage_path=ctx.store.uri("ray_train"))
+               "seed": ctx.seed, "task": task}
+        run = RunConfig(name=f"{task.stage}-{art.key}", storage_path=ctx.store.uri("ray_train"))
         if hp.num_workers == 0:
             # Outside the trial's placement group: the trial itself reserves almost nothing.
-            task = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
-            ray.get(task.remote(cfg, run))
+            local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
+            ray.get(local.remote(cfg, run))
         else:
             fit(cfg, hp, run)
         with ctx.store.fs.open_input_stream(f"{folder}/{METRICS}") as f:
             return json.loads(f.read())
 
-    return ctx.builder.ensure(art, build, tag=tag, base=base.id)
+    return ctx.builder.ensure(art, build, tag=tag, base=base.id, data=data.id)
+
+
+def sft(ctx: StageContext, base: ModelRef, data: Artifact, hp: TrainHParams | None = None,
+        tag: str = "sft") -> Artifact:
+    """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
+    return train(ctx, base, data, SFTTask(), hp, tag)

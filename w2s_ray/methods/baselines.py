@@ -1,0 +1,71 @@
+"""Weak, WTS (Burns et al.), the ceiling, and the reference points of Fig. 1 and Table 3."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from w2s_ray.methods.pipeline import weak_labels, weak_model, wts_model
+from w2s_ray.methods.registry import Target, method
+from w2s_ray.stages import data
+from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.tables import derive, only_capabilities
+from w2s_ray.stages.train import sft
+
+ICL_SHOTS = 3
+
+
+@method("weak")
+def weak(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    return weak_model(ctx, weak)
+
+
+@method("wts")
+def wts(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    return wts_model(ctx, weak, strong)
+
+
+@method("ceiling")
+def ceiling(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    gold = data.split_table(ctx, "unlabeled", with_gold_labels=True)
+    return ctx.model(sft(ctx, ctx.base(strong), gold, tag="ceiling"))
+
+
+@method("strong-base")
+def strong_base(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    """The strong base untrained: how much of the ceiling the prompt alone already elicits."""
+    return ctx.base(strong)
+
+
+@method("wts-s")
+def wts_single(ctx: StageContext, weak: str, strong: str) -> list[Target]:
+    """Single-capability W2S (Fig. 1): one strong model per capability, each on its own weak data."""
+    test = data.split_table(ctx, "test", with_gold_labels=True)
+    out = []
+    for cap in ctx.config.capabilities:
+        labels = only_capabilities(ctx, weak_labels(ctx, weak), [cap])
+        model = ctx.model(sft(ctx, ctx.base(strong), labels, tag="wts-s"))
+        out.append(Target(model, only_capabilities(ctx, test, [cap])))
+    return out
+
+
+def with_shots(test: pd.DataFrame, labeled: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Each test prompt led by ICL_SHOTS ground-truth D^a examples of its capability."""
+    prompts = []
+    for uid, cap, prompt in zip(test["uid"], test["capability"], test["prompt"]):
+        pool = labeled[labeled["capability"] == cap]
+        shots = pool.iloc[random.Random(f"icl:{seed}:{uid}").sample(range(len(pool)), ICL_SHOTS)]
+        prompts.append(" ".join([*(f"{p} {lab}" for p, lab in zip(shots["prompt"], shots["label_text"])),
+                                 prompt]))
+    return test.assign(prompt=prompts)
+
+
+@method("icl")
+def icl(ctx: StageContext, weak: str, strong: str) -> list[Target]:
+    """The untrained strong base with 3 ground-truth examples in the prompt (Table 3)."""
+    test = data.split_table(ctx, "test", with_gold_labels=True)
+    labeled = data.split_table(ctx, "labeled", with_gold_labels=True)
+    shots = derive(ctx, "icl_prompts", 1, [test, labeled], {"shots": ICL_SHOTS, "seed": ctx.seed},
+                   lambda t, lab: with_shots(t, lab, ctx.seed))
+    return [Target(ctx.base(strong), shots)]
