@@ -1,0 +1,111 @@
+"""The paper's method pieces: partition, reward model, selection and the ablations' samplers."""
+
+import pandas as pd
+import pytest
+
+from w2s_ray.stages.consistency import categories, partition_frame
+from w2s_ray.stages.select import EmptySelection, clean_plus_noise, same_size_random, select
+from w2s_ray.stages.tables import derive
+
+from .test_stages import context
+
+
+def labels(rows: list[tuple[str, str, str | None]]) -> pd.DataFrame:
+    """(uid, capability, answer) rows as a generated label table."""
+    return pd.DataFrame({"uid": [r[0] for r in rows], "capability": [r[1] for r in rows],
+                         "prompt": [f"p {r[0]}" for r in rows],
+                         "label_text": [f"answer {r[2]} ." for r in rows], "answer": [r[2] for r in rows]})
+
+
+def test_partition_and_every_fig5_category():
+    # (weak answer, strong answer, gold) -> category; None is an unparseable output.
+    cases = {"a": ("4", "4", "4", "true_con"), "b": ("5", "5", "4", "false_con"),
+             "c": ("5", "4", "4", "strong_true"), "d": ("4", "5", "4", "weak_true"),
+             "e": ("5", "6", "4", "false_incon"), "f": (None, None, "4", "false_incon"),
+             "g": (None, "4", "4", "strong_true"), "h": ("4", None, "4", "weak_true")}
+    weak = labels([(u, "arithmetic", w) for u, (w, _, _, _) in cases.items()])
+    strong = labels([(u, "arithmetic", s) for u, (_, s, _, _) in reversed(cases.items())])
+    gold = pd.DataFrame({"uid": list(cases), "gold": [g for _, _, g, _ in cases.values()]})
+    pair = partition_frame(weak, strong)
+    assert dict(zip(pair["uid"], pair["consistent"])) == {u: u in "ab" for u in cases}
+    assert pair.set_index("uid").loc["c", "label_text_strong"] == "answer 4 ."
+    assert dict(zip(pair["uid"], categories(pair, gold))) == {u: c[3] for u, c in cases.items()}
+    with pytest.raises(ValueError, match="different prompts"):
+        partition_frame(weak, strong.iloc[1:])
+
+
+def scored(rows: list[tuple[str, str, float, int]]) -> pd.DataFrame:
+    """(uid, capability, score, consistent) weak rows as the reward stage writes them."""
+    df = labels([(u, c, "1") for u, c, _, _ in rows])
+    return df.assign(score=[r[2] for r in rows], target=[r[3] for r in rows], role="weak")
+
+
+def test_selection_keeps_high_scores_and_guards_an_empty_capability():
+    df = scored([("a1", "arithmetic", 0.9, 1), ("a2", "arithmetic", 0.2, 0), ("a3", "arithmetic", 0.6, 0),
+                 ("s1", "scan", 0.1, 1), ("s2", "scan", 0.3, 0), ("s3", "scan", 0.4, 1)])
+    negatives = scored([("a2", "arithmetic", 0.99, 0)]).assign(role="negative")
+    out = select(pd.concat([df, negatives]), threshold=0.5, fallback="consistent")
+    kept = dict(zip(out["uid"], out["fallback"]))
+    assert kept == {"a1": False, "a3": False, "s1": True, "s3": True}
+    assert set(select(df, 0.5, "all")["uid"]) == {"a1", "a3", "s1", "s2", "s3"}
+    with pytest.raises(EmptySelection, match="no scan sample at threshold 0.5"):
+        select(df, 0.5, "fail")
+    no_consistent = df.assign(target=0)
+    with pytest.raises(EmptySelection, match="no consistent sample to fall back to"):
+        select(no_consistent, 0.5, "consistent")
+
+
+def test_random_control_has_the_selected_size_per_capability():
+    weak = labels([(f"{c}{i}", c, "1") for c in ("arithmetic", "scan") for i in range(30)])
+    chosen = weak[weak["uid"].isin(["arithmetic1", "arithmetic7", "scan3"] + [f"scan{i}" for i in range(10, 20)])]
+    sub = same_size_random(weak, chosen, seed=0)
+    assert sub.groupby("capability").size().to_dict() == {"arithmetic": 2, "scan": 11}
+    assert set(sub["uid"]) <= set(weak["uid"]) and sub["uid"].is_unique
+    assert same_size_random(weak, chosen, seed=0).equals(sub)
+    assert set(same_size_random(weak, chosen, seed=1)["uid"]) != set(sub["uid"])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 1.0])
+def test_noise_sampler_adds_the_proportion_of_wrong_samples(p):
+    # arithmetic: 12 right, 8 wrong; scan: 3 right, 17 wrong
+    rows = [(f"a{i}", "arithmetic", "4" if i < 12 else "5") for i in range(20)]
+    rows += [(f"s{i}", "scan", "JUMP" if i < 3 else "WALK") for i in range(20)]
+    weak = labels(rows)
+    gold = pd.DataFrame({"uid": weak["uid"], "gold": ["4"] * 20 + ["JUMP"] * 20})
+    out = clean_plus_noise(weak, gold, p, seed=0)
+    right = out["answer"].isin(["4", "JUMP"])
+    assert out[right].groupby("capability").size().to_dict() == {"arithmetic": 12, "scan": 3}
+    wrong = out[~right].groupby("capability").size().reindex(["arithmetic", "scan"], fill_value=0)
+    assert wrong.to_dict() == {"arithmetic": round(p * 8), "scan": round(p * 17)}
+    assert out["uid"].is_unique
+
+
+def toy_partition(n: int = 24) -> pd.DataFrame:
+    """Separable by the label: consistent rows say JUMP, the strong side of the rest says WALK."""
+    rows = []
+    for i in range(n):
+        prompt = f"to dazal {'twice ' if i % 2 else ''}, do"
+        rows.append({"uid": f"t{i}", "capability": "scan", "prompt": prompt, "consistent": i < n // 2,
+                     "label_text_weak": "JUMP JUMP .", "answer_weak": "JUMP JUMP",
+                     "label_text_strong": "WALK WALK .", "answer_strong": "WALK WALK"})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("cross_fit", [0, 2])
+def test_reward_model_learns_to_separate_positives_from_negatives(ray_local, tmp_path, tiny_checkpoint,
+                                                                  cross_fit):
+    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.stages.data import read
+    from w2s_ray.stages.reward import fold_of, reward_scores
+
+    ctx = context(tmp_path, **{"reward.epochs": 8, "reward.lr": 3e-3, "reward.cross_fit": cross_fit})
+    pair = derive(ctx, "toy_partition", 1, [], {}, toy_partition)
+    out = read(ctx, reward_scores(ctx, ModelRef("base:toy", tiny_checkpoint), pair))
+    weak, neg = out[out["role"] == "weak"], out[out["role"] == "negative"]
+    assert len(weak) == 24 and len(neg) == 12, "every weak sample and every negative scored once"
+    positives = weak[weak["target"] == 1]["score"]
+    assert positives.min() > 0.5 > neg["score"].max()
+    if cross_fit:
+        log = ctx.builder.stage_log.frame()
+        assert (log["stage"] == "reward_model").sum() == 2
+        assert {fold_of(u, 2) for u in out["uid"]} == {0, 1}
