@@ -13,7 +13,8 @@ revision="refs/convert/parquet", data_dir=<config>)`.
 The paper's SCAN is `scan_simple`; each other split is registered as `scan_<config>` (sizes are
 checked when loaded). The synthetic analogue keeps the name `scan`.
 Prompt "Command: <commands>\\nActions:"; label and gold the action sequence. An output's answer is
-its first line (after its last "Actions:" if it restates one) when every word is an action.
+its first line (after an "Actions:" it restates, before a "Command:" it runs on into) when every
+word is an action.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class ScanHF(HubCapability):
         return Example(f"Command: {' '.join(row['commands'].split())}\nActions:", actions, actions)
 
     def extract(self, completion: str) -> str | None:
-        lines = completion.split("Actions:")[-1].strip().splitlines()
+        # a run-on into a next "Command:" is cut; a restated "Actions:" is skipped
+        lines = completion.split("Command:")[0].split("Actions:")[-1].strip().splitlines()
         words = lines[0].split() if lines else []
         return " ".join(words) if words and set(words) <= ACTIONS else None
 
