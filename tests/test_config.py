@@ -30,7 +30,7 @@ def test_cli_overrides_reach_nested_fields():
         ({"inference.backend": "tgi"}, "inference.backend: Input should be 'transformers'"),
         ({"methods": ["wts", "magic"]}, "methods.1: Input should be 'weak', 'wts', 'ceiling' or 'strong-base'"),
         ({"methods": ["wts", "ceiling"]}, "methods: 'weak' is required"),
-        ({"capabilities": ["gsm"]}, "unknown capability 'gsm'; allowed: ['arithmetic', 'facts'"),
+        ({"capabilities": ["gsm"]}, "unknown capability 'gsm'; allowed: ['arithmetic', 'creak'"),
         ({"pairs": [["t2", "t9"]]}, "pairs: unknown rung 't9'; allowed: ['t1', 't2']"),
         ({"pairs": [["t2", "t1"]]}, "weak rung must be below strong"),
         ({"train.lr": -1}, "train.lr: Input should be greater than 0"),
