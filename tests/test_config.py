@@ -36,7 +36,7 @@ def test_cli_overrides_reach_nested_fields():
         ({"reward.cross_fit": 1}, "reward.cross_fit: 1 fold cannot hold samples out"),
         ({"reward.empty_fallback": "skip"}, "reward.empty_fallback: Input should be 'consistent', 'all' or 'fail'"),
         ({"methods": ["wts", "ceiling"]}, "methods: 'weak' is required"),
-        ({"capabilities": ["gsm"]}, "unknown capability 'gsm'; allowed: ['arithmetic', 'facts'"),
+        ({"capabilities": ["gsm"]}, "unknown capability 'gsm'; allowed: ['arithmetic', 'creak'"),
         ({"pairs": [["t2", "t9"]]}, "pairs: unknown rung 't9'; allowed: ['t1', 't2']"),
         ({"pairs": [["t2", "t1"]]}, "weak rung must be below strong"),
         ({"train.lr": -1}, "train.lr: Input should be greater than 0"),

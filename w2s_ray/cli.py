@@ -18,6 +18,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", help=f"one of {preset_names()} or a YAML file")
     p.add_argument("--storage", help="artifact/results root: a local path or s3:// gs:// file:// URI")
     p.add_argument("--name", help="sweep name (results and stage log live under it)")
+    p.add_argument("--data-dir", help="offline mirror of the loaded datasets "
+                                      "(written by python -m w2s_ray.data_mirror) instead of the hub")
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--methods", nargs="+", help="e.g. weak wts ceiling ours noise-0.5 weaken-scan")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -33,7 +35,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. train.lr=1e-4")
         key, value = item.split("=", 1)
         out[key] = value
-    for field in ("storage", "name", "seeds", "methods"):
+    for field in ("storage", "name", "seeds", "methods", "data_dir"):
         if getattr(args, field) is not None:
             out[field] = getattr(args, field)
     return out

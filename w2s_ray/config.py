@@ -105,6 +105,11 @@ class SweepConfig(Strict):
     ladder: LadderSpec
     capabilities: list[str] = Field(min_length=1)
     splits: SplitSizes
+    split_overrides: dict[str, SplitSizes] = Field(
+        default_factory=dict, description="per-capability sizes where `splits` does not fit")
+    data_dir: str | None = Field(
+        None, description="offline mirror (python -m w2s_ray.data_mirror): loaded datasets read "
+                          "<data_dir>/<capability>/<split>.parquet|jsonl instead of the hub")
     pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
     methods: list[str] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1,
                                description="method names; see w2s_ray.methods.allowed()")
@@ -122,6 +127,18 @@ class SweepConfig(Strict):
         for cap in self.capabilities:
             if cap not in known:
                 raise ValueError(f"capabilities: unknown capability {cap!r}; allowed: {known}")
+        for cap in self.split_overrides:
+            if cap not in self.capabilities:
+                raise ValueError(f"split_overrides: {cap!r} is not a configured capability; "
+                                 f"allowed: {self.capabilities}")
+        for cap in self.capabilities:
+            try:
+                registry.get(cap).validate(self.sizes_for(cap).model_dump(), self.data_dir)
+            except FileNotFoundError as err:  # a missing mirror file
+                raise ValueError(f"data_dir: {err}") from None
+            except ValueError as err:
+                field = f"split_overrides.{cap}" if cap in self.split_overrides else "splits"
+                raise ValueError(f"{field}: {err}") from None
         names = self.ladder.names()
         if len(set(names)) != len(names):
             raise ValueError(f"ladder.rungs: rung names must be unique, got {names}")
@@ -143,6 +160,9 @@ class SweepConfig(Strict):
                 raise ValueError(f"methods: {needed!r} is required (PGR is measured against it); "
                                  f"allowed methods: {methods.allowed()}")
         return self
+
+    def sizes_for(self, capability: str) -> SplitSizes:
+        return self.split_overrides.get(capability, self.splits)
 
     def pair_list(self) -> list[tuple[str, str]]:
         names = self.ladder.names()

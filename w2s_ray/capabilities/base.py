@@ -6,6 +6,9 @@ import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+#: the engine's splits: D^a (labeled), D^b (unlabeled: weak-labeled), test
+SPLITS = ("labeled", "unlabeled", "test")
+
 
 @dataclass(frozen=True)
 class Example:
@@ -31,6 +34,10 @@ class Capability(ABC):
     @abstractmethod
     def extract(self, completion: str) -> str | None:
         """The final answer in a model's output, or None when it cannot be parsed."""
+
+    def extract_answer(self, prompt: str, completion: str) -> str | None:
+        """The final answer given the prompt too (multiple choice reads its options there)."""
+        return self.extract(completion)
 
     def score(self, answer: str | None, gold: str) -> bool:
         return answer is not None and answer == gold
@@ -64,3 +71,18 @@ class Capability(ABC):
             if tries > 50 * n + 1000:
                 raise ValueError(f"{self.name}: the {split} split holds fewer than {n} distinct items")
         return list(seen.values())
+
+    def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None) -> dict[str, list[Example]]:
+        """Every split at once, deterministic by seed. A generator draws each split on its own
+        (its splits keep their knowledge apart); a loaded dataset carves them from its pool.
+        str seeds are hashed with sha512 by `random`, so draws are the same in every process."""
+        return {split: self.examples(random.Random(f"{self.name}:{seed}:{split}"), sizes[split], split)
+                for split in SPLITS}
+
+    def validate(self, sizes: dict[str, int], data_dir: str | None) -> None:
+        """Raise ValueError (sizes) or FileNotFoundError (data source), before any work, when
+        these split sizes or this data source cannot be served. A generator serves any size."""
+
+    def key_fields(self, data_dir: str | None) -> dict:
+        """What, beyond name, seed and sizes, decides the splits' content (part of their key)."""
+        return {}

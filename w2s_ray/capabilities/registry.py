@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 
 from w2s_ray.capabilities.base import Capability
+from w2s_ray.capabilities.hub import MODULES as HUB_MODULES
 
-_MODULES = ("scan", "arithmetic", "facts", "temporal")
+_MODULES = ("scan", "arithmetic", "facts", "temporal", *(f"hub.{m}" for m in HUB_MODULES))
 _REGISTRY: dict[str, Capability] = {}
 
 

@@ -5,31 +5,29 @@ Every table carries the contract's columns: uid, capability, prompt, label_text,
 
 from __future__ import annotations
 
-import random
-
 import pandas as pd
 
 from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
+from w2s_ray.capabilities.base import SPLITS
 from w2s_ray.stages.context import StageContext
 
-SPLITS = ("labeled", "unlabeled", "test")
 TABLE = "table.parquet"
 
 
 def capability_splits(ctx: StageContext, capability: str) -> Artifact:
     """D^a / D^b / test of one capability, disjoint and deterministic by seed."""
     cap = registry.get(capability)
-    sizes = ctx.config.splits
+    sizes = ctx.config.sizes_for(capability)
+    data_dir = ctx.config.data_dir
     art = Artifact.make("splits", cap.version, [], {"capability": capability, "seed": ctx.seed,
-                                                   "sizes": sizes.model_dump()})
+                                                   "sizes": sizes.model_dump(),
+                                                   **cap.key_fields(data_dir)})
 
     def build(folder: str) -> dict:
-        counts = (sizes.labeled, sizes.unlabeled, sizes.test)
-        # str seeds are hashed with sha512 by `random`, so draws are the same in every process.
-        items = [ex for split, n in zip(SPLITS, counts)
-                 for ex in cap.examples(random.Random(f"{capability}:{ctx.seed}:{split}"), n, split)]
-        names = [s for s, n in zip(SPLITS, counts) for _ in range(n)]
+        carved = cap.splits(ctx.seed, sizes.model_dump(), data_dir)
+        items = [ex for split in SPLITS for ex in carved[split]]
+        names = [split for split in SPLITS for _ in carved[split]]
         df = pd.DataFrame({
             "uid": [f"{capability}-{ctx.seed}-{i}" for i in range(len(items))],
             "capability": capability,

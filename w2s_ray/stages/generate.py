@@ -60,7 +60,8 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
-    merged["answer"] = [registry.get(c).extract(t) for c, t in zip(merged["capability"], merged["label_text"])]
+    merged["answer"] = [registry.get(c).extract_answer(p, t) for c, p, t in
+                        zip(merged["capability"], merged["prompt"], merged["label_text"])]
     return merged.drop(columns="completion"), compute
 
 

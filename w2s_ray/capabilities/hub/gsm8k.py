@@ -1,0 +1,60 @@
+"""GSM8K (Cobbe et al. 2021): grade-school maths word problems with worked solutions.
+
+Confirmed (2026-11-22) on the dataset card https://huggingface.co/datasets/openai/gsm8k
+(README `configs:` and `dataset_info:`): id `openai/gsm8k` (the old id `gsm8k` redirects), config
+`main` (also `socratic`), Parquet `main/train-*`, `main/test-*`; features `question` (string),
+`answer` (string: the worked solution with calculator annotations `<<48/2=24>>`, ending in
+`#### <final answer>`); splits train 7,473, test 1,319. D^a/D^b come from train, test from test.
+
+Prompt "Question: <question>\\nAnswer:"; label the worked solution without the calculator
+annotations, ending "#### <number>"; gold the number. An output's answer is the number after
+its first "####", else the last number it states (before any new "Question:" it runs on into);
+numbers are compared without "$", "," or a trailing ".0".
+"""
+
+from __future__ import annotations
+
+import re
+
+from w2s_ray.capabilities.base import Example
+from w2s_ray.capabilities.hub.base import HubCapability
+from w2s_ray.capabilities.registry import register
+
+ANNOTATION = re.compile(r"<<[^>]*>>")
+FINAL = re.compile(r"####\s*(\S+)")
+NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def number(text: str) -> str | None:
+    """A number in canonical form: "1,000" -> "1000", "$5" -> "5", "7.50" -> "7.5", "3.0" -> "3"."""
+    text = text.replace("$", "").replace(",", "").rstrip(".")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+class GSM8K(HubCapability):
+    name = "gsm8k"
+    hub_id = "openai/gsm8k"
+    config = "main"
+    card_rows = (7473, 1319)
+    max_new_tokens = 256
+
+    def to_example(self, row: dict) -> Example | None:
+        gold = FINAL.search(row["answer"])
+        if gold is None or number(gold.group(1)) is None:
+            return None
+        solution = ANNOTATION.sub("", row["answer"]).strip()
+        return Example(f"Question: {row['question'].strip()}\nAnswer:", solution, number(gold.group(1)))
+
+    def extract(self, completion: str) -> str | None:
+        text = completion.split("Question:")[0]
+        if m := FINAL.search(text):
+            return number(m.group(1))
+        found = NUMBER.findall(text)
+        return number(found[-1]) if found else None
+
+
+register(GSM8K())
