@@ -105,7 +105,17 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
         return "stage log: no stage ran"
     counts = stage_log.groupby(["stage", "status"]).size().unstack(fill_value=0)
     trained = int((stage_log["stage"].isin(TRAINING_STAGES) & (stage_log["status"] == "built")).sum())
-    return f"stage log of this run (training stages executed: {trained}):\n{counts.to_string()}"
+    lines = [f"stage log of this run (training stages executed: {trained}):", counts.to_string()]
+    for stage, tag in (("sft", "wts"), ("generate", "relabel")):
+        made = stage_log[(stage_log["stage"] == stage) & (stage_log["tag"] == tag)]
+        for key in sorted(set(made["key"])):
+            used = pd.Series(False, index=stage_log.index)
+            for column in ("base", "model", "data"):
+                if column in stage_log:
+                    used |= stage_log[column].eq(f"{stage}/{key}")
+            status = "/".join(sorted(set(made.loc[made["key"] == key, "status"])))
+            lines.append(f"{tag} {key[:8]} ({status}) used by: {', '.join(sorted(set(stage_log[used]['tag'])))}")
+    return "\n".join(lines)
 
 
 def init_ray(num_cpus: int | None) -> None:

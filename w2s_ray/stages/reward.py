@@ -59,7 +59,7 @@ def balanced_weights(df: pd.DataFrame) -> pd.Series:
 class RewardTask:
     """Training task for stages/train.py: the classifier and its class-balanced loss."""
 
-    stage = "reward_model"
+    stage, version = "reward_model", 1
 
     def load(self, path: str):
         from transformers import AutoModelForSequenceClassification

@@ -126,7 +126,7 @@ class SFTTask:
     """Causal-LM fine-tuning on (prompt, label_text) rows. A task object travels inside the train
     loop's config, so it holds no state beyond what it needs to be rebuilt on a worker."""
 
-    stage = "sft"
+    stage, version = "sft", VERSION
     loss = staticmethod(lm_loss)
 
     def load(self, path: str):
@@ -180,7 +180,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
     hp = hp or ctx.config.train
     # Worker layout does not change the result's identity; the optimisation recipe does.
     identity = hp.model_dump(exclude={"num_workers", "cpus_per_worker", "use_gpu", "torch_threads"})
-    art = Artifact.make(task.stage, VERSION, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
+    art = Artifact.make(task.stage, task.version, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
 
     def build(folder: str) -> dict:
         rows = len(ctx.store.read_table(f"{ctx.store.location(data)}/{TABLE}"))
