@@ -27,7 +27,7 @@ def test_cli_overrides_reach_nested_fields():
     [
         ({"train.lrr": 1}, "train.lrr: unknown field; allowed fields: ['epochs'"),
         ({"bogus": 1}, "bogus: unknown field; allowed fields: ['name', 'storage'"),
-        ({"inference.backend": "tgi"}, "inference.backend: Input should be 'transformers'"),
+        ({"inference.backend": "tgi"}, "inference.backend: Input should be 'auto', 'vllm' or 'transformers'"),
         ({"methods": ["wts", "magic"]}, "methods: unknown method 'magic'; allowed: ["),
         ({"methods": ["weak", "ceiling", "noise-1.5"]}, "'noise-1.5': the proportion must be a number in [0, 1]"),
         ({"methods": ["weak", "ceiling", "weaken-gsm"]},
@@ -41,6 +41,7 @@ def test_cli_overrides_reach_nested_fields():
         ({"pairs": [["t2", "t1"]]}, "weak rung must be below strong"),
         ({"train.lr": -1}, "train.lr: Input should be greater than 0"),
         ({"splits.test": 0}, "splits.test: Input should be greater than 0"),
+        ({"inference.tensor_parallel_size": 2}, "gpus_per_actor must be >= tensor_parallel_size (2)"),
     ],
 )
 def test_invalid_fields_are_named_with_allowed_values(override, expected):

@@ -67,13 +67,30 @@ class TrainHParams(Strict):
 
 
 class InferenceSpec(Strict):
-    backend: Literal["transformers"] = "transformers"
-    batch_size: int = Field(64, gt=0)
-    num_actors: int = Field(1, ge=1)
+    """Generation through Ray Data: which backend, and the per-size resource plan it runs with."""
+
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto: vLLM on GPU nodes; on CPU the faster end to end for the stage "
+                            "(w2s_ray/stages/choose.py)")
+    batch_size: int = Field(64, gt=0, description="rows per Ray Data batch")
+    engines_per_model: int = Field(1, ge=1, description="Ray Data actors, each holding one model")
+    concurrency: int = Field(256, ge=1, description="sequences one vLLM engine decodes at once "
+                                                    "(max_num_seqs)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine")
+    chat_template: bool = Field(False, description="wrap prompts in the tokenizer's chat template "
+                                                   "(off for base models)")
     cpus_per_actor: float = Field(0.5, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
     torch_threads: int = Field(1, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _engine_gpus(self) -> InferenceSpec:
+        # A vLLM engine's tensor-parallel workers see only the GPUs Ray gave its actor.
+        if self.tensor_parallel_size > 1 and self.gpus_per_actor < self.tensor_parallel_size:
+            raise ValueError(f"gpus_per_actor must be >= tensor_parallel_size "
+                             f"({self.tensor_parallel_size}), got {self.gpus_per_actor}")
+        return self
 
 
 class SweepSpec(Strict):

@@ -22,6 +22,9 @@ class Capability(ABC):
     #: bump when the generator, prompt or extraction changes: it is part of every artifact key
     version: int = 1
     max_new_tokens: int = 16
+    #: generation ends after this text (kept in the output) where the answer is complete by then,
+    #: so the rest of the budget is not spent; "" = only EOS and max_new_tokens end it
+    stop: str = ""
 
     @abstractmethod
     def sample(self, rng: random.Random, split: str) -> Example:

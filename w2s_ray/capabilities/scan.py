@@ -29,6 +29,7 @@ class Scan(Capability):
     name = "scan"
     version = 3
     max_new_tokens = 12
+    stop = " ."  # extraction reads only the text before the first " ."
 
     def sample(self, rng: random.Random, split: str) -> Example:
         w = world()

@@ -19,6 +19,7 @@ class Temporal(Capability):
     name = "temporal"
     version = 3
     max_new_tokens = 3
+    stop = " ."  # extraction reads only the first word
 
     def sample(self, rng: random.Random, split: str) -> Example:
         w = world()

@@ -1,9 +1,12 @@
 """Model backends behind one small interface: a callable over Ray Data batches.
 
-A backend is a class whose constructor `(path, torch_threads, dtype)` loads the model once (per
-Ray Data actor) and whose `__call__` maps a numpy batch to one with new columns and a per-row
-`compute_seconds`. Generators map `prompt` and `max_new_tokens` to a greedy `completion`;
-scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good).
+A backend is a class whose constructor `(path, torch_threads, dtype, **options)` loads the model
+once (per Ray Data actor) and whose `__call__` maps a numpy batch to one with new columns and a
+per-row `compute_seconds`. Generators map `prompt`, `max_new_tokens` and optionally `stop` to a
+greedy `completion`: every row ends at its own budget, at EOS, or just after its stop string,
+whichever comes first, in every backend, so their outputs can be compared token for token.
+Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good). The vLLM
+backends live in `vllm_backend` (an optional extra) and are imported on use.
 """
 
 from __future__ import annotations
@@ -16,27 +19,50 @@ import torch
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 
 
+def encode_prompt(tok, prompt: str, chat_template: bool) -> list[int]:
+    """Base models see the raw prompt (BOS-led); chat models, the prompt as one user turn."""
+    if chat_template:
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                       add_generation_prompt=True)
+    return prompt_ids(tok, prompt)
+
+
+def stops_of(batch: dict[str, np.ndarray]) -> list[str]:
+    return [str(s) for s in batch["stop"]] if "stop" in batch else [""] * len(batch["prompt"])
+
+
+def cut_at_stop(text: str, stop: str) -> str:
+    """The text up to and including the first stop string (vLLM's include_stop_str_in_output)."""
+    at = text.find(stop) if stop else -1
+    return text if at < 0 else text[: at + len(stop)]
+
+
 class TransformersBackend:
     """Batched, left-padded greedy `generate` with the KV cache."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str):
+    def __init__(self, path: str, torch_threads: int, dtype: str, chat_template: bool = False):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(torch_threads)
+        self.chat_template = chat_template
         self.tok = load_tokenizer(path, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        enc = self.tok.pad({"input_ids": [prompt_ids(self.tok, p) for p in batch["prompt"]]},
-                           return_tensors="pt")
+        ids = [encode_prompt(self.tok, p, self.chat_template) for p in batch["prompt"]]
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
+        budgets = batch["max_new_tokens"].astype(int)
         out = self.model.generate(
-            **enc, max_new_tokens=int(batch["max_new_tokens"].max()), do_sample=False,
+            **enc, max_new_tokens=int(budgets.max()), do_sample=False,
             eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,
         )
         new = out[:, enc["input_ids"].shape[1] :]
-        batch["completion"] = np.array(self.tok.batch_decode(new, skip_special_tokens=True), dtype=object)
+        # The batch runs to its longest budget; each row keeps only its own.
+        texts = self.tok.batch_decode([row[:n] for row, n in zip(new, budgets)], skip_special_tokens=True)
+        batch["completion"] = np.array([cut_at_stop(t, s) for t, s in zip(texts, stops_of(batch))],
+                                       dtype=object)
         # Each row carries its share of the batch's compute time, so sums over rows add up.
         batch["compute_seconds"] = np.full(len(new), (time.perf_counter() - start) / len(new))
         return batch
@@ -66,5 +92,17 @@ class TransformersScorer:
         return batch
 
 
-BACKENDS = {"transformers": TransformersBackend}
-SCORERS = {"transformers": TransformersScorer}
+def vllm_backend(*args, **kwargs):
+    from w2s_ray.stages.vllm_backend import VLLMBackend
+
+    return VLLMBackend(*args, **kwargs)
+
+
+def vllm_scorer(*args, **kwargs):
+    from w2s_ray.stages.vllm_backend import VLLMScorer
+
+    return VLLMScorer(*args, **kwargs)
+
+
+BACKENDS = {"transformers": TransformersBackend, "vllm": vllm_backend}
+SCORERS = {"transformers": TransformersScorer, "vllm": vllm_scorer}

@@ -1,80 +1,110 @@
-"""Greedy generation over a prompt table through Ray Data: an actor pool, model loaded once per actor."""
+"""Greedy generation over a prompt table through Ray Data: an actor pool, model loaded once per actor.
+
+The backend (vLLM or transformers) is not part of a generation's artifact key: both decode
+greedily with the same budgets and stop strings, and their float32 outputs agree (tests/
+test_vllm.py, README), so a stage built by one serves a sweep that runs the other.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pandas as pd
 import ray
 
 from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
+from w2s_ray.config import InferenceSpec
 from w2s_ray.stages import data
 from w2s_ray.stages.backends import BACKENDS
+from w2s_ray.stages.choose import choose_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 
-VERSION = 1
+# 2: every row ends at its own budget and stop string (a batch used to run to its longest)
+VERSION = 2
 
 
 class _Actor:
     """Ray Data actor: resolves the model to a local folder on its own node, then wraps a backend."""
 
-    def __init__(self, backend: type, root: str, source: str, is_artifact: bool, torch_threads: int,
-                 dtype: str):
+    def __init__(self, backend: Callable, root: str, source: str, is_artifact: bool, torch_threads: int,
+                 dtype: str, options: dict):
         path = local_model_path(root, source, is_artifact)
-        self.impl = backend(path, torch_threads, dtype)
+        self.impl = backend(path, torch_threads, dtype, **options)
 
     def __call__(self, batch):
         return self.impl(batch)
 
 
-def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend: type,
-                   outputs: list[str]) -> tuple[pd.DataFrame, float]:
-    """`df` with the backend's `outputs` columns added, through a Ray Data actor pool (model loaded
-    once per actor); also the backend's summed compute seconds. Row order is kept."""
-    inf = ctx.config.inference
-    rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    ds = ray.data.from_pandas(rows).map_batches(
+def engine_options(inf: InferenceSpec, backend: str) -> dict:
+    """What a vLLM backend needs beyond (path, threads, dtype)."""
+    if backend != "vllm":
+        return {}
+    return {"tensor_parallel_size": inf.tensor_parallel_size, "max_num_seqs": inf.concurrency}
+
+
+def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, root: str,
+                  model: ModelRef, options: dict) -> ray.data.Dataset:
+    """`ds` mapped by `backend` in a Ray Data actor pool (`engines_per_model` actors)."""
+    return ds.map_batches(
         _Actor,
-        fn_constructor_kwargs={"backend": backend, "root": ctx.store.root, "source": model.source,
+        fn_constructor_kwargs={"backend": backend, "root": root, "source": model.source,
                                "is_artifact": model.artifact is not None,
-                               "torch_threads": inf.torch_threads, "dtype": inf.dtype},
+                               "torch_threads": inf.torch_threads, "dtype": inf.dtype,
+                               "options": options},
         batch_size=inf.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=inf.num_actors),
+        compute=ray.data.ActorPoolStrategy(size=inf.engines_per_model),
         num_cpus=inf.cpus_per_actor,
         num_gpus=inf.gpus_per_actor or None,
         batch_format="numpy",
     )
+
+
+def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend: Callable,
+                   outputs: list[str], options: dict | None = None) -> tuple[pd.DataFrame, float]:
+    """`df` with the backend's `outputs` columns added, through a Ray Data actor pool (model loaded
+    once per actor); also the backend's summed compute seconds. Row order is kept."""
+    rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
+    ds = model_dataset(ray.data.from_pandas(rows), ctx.config.inference, backend, ctx.store.root,
+                       model, options or {})
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
     return merged.reset_index(drop=True), compute
 
 
-def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """Completions for every row of `prompts` with the extracted answer, and the backend's compute seconds."""
+def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Completions for every row of `prompts` with the extracted answer, and what ran them."""
+    inf = ctx.config.inference
     df = prompts.copy()
     df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
+    df["stop"] = [registry.get(c).stop for c in df["capability"]]
     # Homogeneous batches: rows of one capability and similar length pad and stop together.
     df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
-    out, compute = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens"]],
-                                  BACKENDS[ctx.config.inference.backend], ["completion"])
+    backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
+    out, compute = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
+                                  BACKENDS[backend], ["completion"], engine_options(inf, backend))
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
     merged["answer"] = [registry.get(c).extract_answer(p, t) for c, p, t in
                         zip(merged["capability"], merged["prompt"], merged["label_text"])]
-    return merged.drop(columns="completion"), compute
+    return merged.drop(columns="completion"), {"compute_seconds": compute, "backend": backend,
+                                                "backend_reason": why}
 
 
 def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:
     """The model's greedy outputs on a table's prompts, as a table of the same schema."""
     inf = ctx.config.inference
+    caps = ctx.config.capabilities
     art = Artifact.make("generate", VERSION, [model.id, table.id],
-                        {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens
-                                                                for c in ctx.config.capabilities}})
+                        {"dtype": inf.dtype, "chat_template": inf.chat_template,
+                         "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
+                         "stop": {c: registry.get(c).stop for c in caps}})
 
     def build(folder: str) -> dict:
-        out, compute = run_generation(ctx, model, data.read(ctx, table))
+        out, ran = run_generation(ctx, model, data.read(ctx, table))
         ctx.store.write_table(f"{folder}/{data.TABLE}", out)
-        return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), "compute_seconds": compute}
+        return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), **ran}
 
     return ctx.builder.ensure(art, build, tag=tag, model=model.id)

@@ -24,9 +24,10 @@ from w2s_ray.artifacts import Artifact
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import prompt_ids
 from w2s_ray.stages.backends import SCORERS
+from w2s_ray.stages.choose import choose_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.data import TABLE, read
-from w2s_ray.stages.generate import map_with_model
+from w2s_ray.stages.generate import engine_options, map_with_model
 from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import Buckets, train
 
@@ -120,8 +121,11 @@ def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> Mo
 
 
 def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    scorer = SCORERS[ctx.config.inference.backend]
-    return map_with_model(ctx, model, df, scorer, ["score"])
+    """Backend as for generation; the vLLM scorer itself falls back to transformers (logged)
+    where vLLM does not serve the reward model's architecture."""
+    inf = ctx.config.inference
+    backend, _ = choose_backend(inf, model_params(ctx.store, model), len(df))
+    return map_with_model(ctx, model, df, SCORERS[backend], ["score"], engine_options(inf, backend))
 
 
 def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact) -> Artifact:

@@ -1,0 +1,147 @@
+"""vLLM against transformers for generation, raw and through the Ray Data stage, in one run.
+
+    python benchmarks/generate.py                  # t1 and t4, 2,000 mixed prompts
+    python benchmarks/generate.py --rungs t1 --rows 400
+
+For each tiny rung, the same prompts (an equal share of every capability, half test and half
+unlabeled split, each with its capability's budget and stop string) go through:
+- each backend called directly: end to end (model load / engine start + one pass) and the
+  steady-state generated tokens/s of a second pass (transformers batched, left-padded, KV cache);
+- each backend inside the Ray Data generation stage (`model_dataset`, the stage's own actor
+  pool): end to end including the actor's start, and its steady-state rate from the start of
+  its first batch to the end of its last, so the wrapper's own cost (batching, scheduling,
+  serialization) shows against the raw rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import pandas as pd
+import ray
+
+from w2s_ray.capabilities import registry
+from w2s_ray.config import InferenceSpec
+from w2s_ray.models import tiny_ladder
+from w2s_ray.models.tokenizer import load_tokenizer
+from w2s_ray.stages.backends import BACKENDS
+from w2s_ray.stages.context import ModelRef
+from w2s_ray.stages.generate import engine_options, model_dataset
+
+
+def mixed_prompts(rows: int) -> pd.DataFrame:
+    per_split = rows // (2 * len(registry.names()))
+    frames = []
+    for name in registry.names():
+        cap = registry.get(name)
+        for split in ("test", "unlabeled"):
+            items = cap.examples(random.Random(f"bench:{name}:{split}"), per_split, split)
+            frames.append(pd.DataFrame({"prompt": [e.prompt for e in items], "capability": name,
+                                        "max_new_tokens": cap.max_new_tokens, "stop": cap.stop}))
+    # The stage's order: by capability, then prompt length.
+    df = pd.concat(frames, ignore_index=True)
+    return df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
+
+
+def as_batch(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: df[c].to_numpy(dtype=object if df[c].dtype == object else None) for c in df.columns}
+
+
+def raw(backend: str, path: str, df: pd.DataFrame, inf: InferenceSpec) -> tuple[float, float, list[str]]:
+    """(end-to-end seconds of load + one pass, seconds of a second pass, completions)."""
+    # vLLM schedules continuously within one call; transformers runs the stage's batch size.
+    step = len(df) if backend == "vllm" else inf.batch_size
+
+    def one_pass() -> list[str]:
+        out = []
+        for i in range(0, len(df), step):
+            out += list(impl(as_batch(df.iloc[i : i + step]))["completion"])
+        return out
+
+    start = time.perf_counter()
+    impl = BACKENDS[backend](path, inf.torch_threads, inf.dtype, **engine_options(inf, backend))
+    completions = one_pass()
+    end_to_end = time.perf_counter() - start
+    start = time.perf_counter()
+    assert one_pass() == completions, "greedy decoding must repeat itself"
+    steady = time.perf_counter() - start
+    if backend == "vllm":
+        impl.llm.llm_engine.engine_core.shutdown()
+    return end_to_end, steady, completions
+
+
+class Stamped:
+    """A backend that also records when the actor began its first batch (its start excluded)."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, inner: str, **options):
+        self.impl = BACKENDS[inner](path, torch_threads, dtype, **options)
+        self.first_started = None
+
+    def __call__(self, batch):
+        self.first_started = self.first_started or time.time()
+        out = self.impl(batch)
+        out["first_started"] = np.full(len(out["completion"]), self.first_started)
+        out["done_at"] = np.full(len(out["completion"]), time.time())
+        return out
+
+
+def through_ray_data(backend: str, path: str, df: pd.DataFrame, inf: InferenceSpec
+                     ) -> tuple[float, pd.DataFrame]:
+    start = time.perf_counter()
+    ds = model_dataset(ray.data.from_pandas(df), inf, Stamped, root="/", model=ModelRef("bench", path),
+                       options={"inner": backend, **engine_options(inf, backend)})
+    out = ds.to_pandas()
+    return time.perf_counter() - start, out
+
+
+def steady_rate(out: pd.DataFrame, count) -> float:
+    """Tokens/s of every row, from the first batch's start to the last batch's end: the same
+    rows as the raw pass, and everything the wrapper adds except the actor's start."""
+    return count(out["completion"]) / (out["done_at"].max() - out["first_started"].min())
+
+
+def bench_rung(rung: str, df: pd.DataFrame, specs: dict[str, InferenceSpec]) -> list[dict]:
+    path = str(tiny_ladder.rung_path(rung))
+    tok = load_tokenizer(path)
+
+    def count(texts) -> int:
+        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    rows, outputs = [], {}
+    for backend, inf in specs.items():
+        e2e, steady, outputs[backend] = raw(backend, path, df, inf)
+        tokens = count(outputs[backend])
+        stage_e2e, stage_out = through_ray_data(backend, path, df, inf)
+        rows.append({"rung": rung, "backend": backend, "tokens": tokens,
+                     "raw tok/s": tokens / steady, "raw e2e s": e2e,
+                     "stage tok/s": steady_rate(stage_out, count), "stage e2e s": stage_e2e})
+    same = np.mean([a == b for a, b in zip(outputs["vllm"], outputs["transformers"])])
+    for r in rows:
+        r["stage/raw"] = r["stage tok/s"] / r["raw tok/s"]
+        r["vllm/tf raw"] = rows[0]["raw tok/s"] / rows[1]["raw tok/s"]
+        r["same output"] = same
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rungs", nargs="+", default=["t1", "t4"])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=128, help="transformers rows per batch")
+    parser.add_argument("--vllm-batch-size", type=int, default=512, help="vLLM rows per Ray Data batch")
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tiny_ladder.build_ladder(args.rungs)
+    df = mixed_prompts(args.rows)
+    specs = {"vllm": InferenceSpec(backend="vllm", batch_size=args.vllm_batch_size),
+             "transformers": InferenceSpec(backend="transformers", batch_size=args.batch_size)}
+    table = pd.DataFrame([r for rung in args.rungs for r in bench_rung(rung, df, specs)])
+    print(f"\n{len(df)} mixed prompts; steady state: a second pass (raw), from the first batch (stage)")
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()

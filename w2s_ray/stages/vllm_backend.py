@@ -1,0 +1,144 @@
+"""vLLM behind the backends' interface: Ray Data actor classes, each holding one `vllm.LLM`.
+
+Why our own `map_batches` actor rather than `ray.data.llm`'s processor: measured on this machine
+type (MEASURED.md, benchmarks/generate.py), the processor needs five workarounds on CPU (a CPU
+placement bundle, no engine metrics, fractional CPUs for its four side stages, no chat-template
+stage), took ~88 s for 256 rows, and tokenizes with the model folder's tokenizer, which for a
+tiny-ladder checkpoint is the wrong one (transformers 5 builds a byte-level BPE for any `qwen2`
+folder; ours lives in `tokenizer/`). The actor below needs none of that, feeds vLLM the exact
+token ids the transformers backend feeds its model (outputs identical on 2,000 of 2,000 prompts
+for t1 and t4), and through Ray Data keeps 1.0-1.07 of the engine's own steady-state rate
+(`benchmarks/generate.py`, README "vLLM backend"), so there is no wrapper cost left for the
+processor to win back here. Its extra stages (async engine, separate tokenize/detokenize actors)
+buy overlap that may matter on GPUs with large models; they can join behind this interface.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from w2s_ray.models.tokenizer import load_tokenizer, tokenizer_path
+from w2s_ray.stages.backends import TransformersScorer, cut_at_stop, encode_prompt, stops_of
+
+log = logging.getLogger(__name__)
+
+
+def engine_scratch() -> str:
+    """A private folder for vLLM's caches, IPC sockets and temp files, removed at exit.
+
+    vLLM writes to ~/.cache/vllm and /tmp by default; its engine process inherits the
+    environment, so setting it before the engine starts keeps both inside this folder.
+    """
+    scratch = tempfile.mkdtemp(prefix="w2s-vllm-")
+    os.environ["VLLM_CACHE_ROOT"] = os.path.join(scratch, "cache")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(scratch, "inductor")
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = None  # re-read TMPDIR
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch
+
+
+def start_engine(path: str, dtype: str, tensor_parallel_size: int, max_num_seqs: int, **kwargs):
+    """One `vllm.LLM` on `path`, stopped at interpreter exit; its tokenizer from `tokenizer/`."""
+    engine_scratch()
+    import torch
+    from vllm import LLM
+
+    if torch.cuda.is_available():
+        kwargs |= {"tensor_parallel_size": tensor_parallel_size}
+    else:
+        # CPU: the KV cache is sized by this variable (default 4 GiB per engine; 1 is ample for
+        # the tiny ladder), and eager mode skips a compile warm-up that costs more than it saves.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        kwargs |= {"enforce_eager": True}
+    llm = LLM(model=path, tokenizer=tokenizer_path(path), dtype=dtype, seed=0, max_num_seqs=max_num_seqs,
+              **kwargs)
+    # Ray Data ends its actors at the end of a stage; stop the engine process with them.
+    atexit.register(llm.llm_engine.engine_core.shutdown)
+    return llm
+
+
+class VLLMBackend:
+    """Greedy generation with one vLLM engine; each row gets its own budget and stop string."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, chat_template: bool = False,
+                 tensor_parallel_size: int = 1, max_num_seqs: int = 256):
+        self.chat_template = chat_template
+        # Our own tokenizer encodes, so prompts are the token ids the transformers backend feeds;
+        # vLLM uses the same tokenizer only to detokenize and match stop strings.
+        self.tok = load_tokenizer(path)
+        self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from vllm import SamplingParams, TokensPrompt
+
+        start = time.perf_counter()
+        prompts = [TokensPrompt(prompt_token_ids=encode_prompt(self.tok, p, self.chat_template))
+                   for p in batch["prompt"]]
+        params = [SamplingParams(temperature=0.0, max_tokens=int(n), stop=[s] if s else None,
+                                 include_stop_str_in_output=True, skip_special_tokens=True)
+                  for n, s in zip(batch["max_new_tokens"], stops_of(batch))]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        # vLLM's own text is detokenized in the prompt's context, which for a word-level
+        # tokenizer adds a leading space; decoding the new tokens alone and cutting at the stop
+        # string is exactly what the transformers backend does.
+        texts = self.tok.batch_decode([o.outputs[0].token_ids for o in outs], skip_special_tokens=True)
+        batch["completion"] = np.array([cut_at_stop(t, s) for t, s in zip(texts, stops_of(batch))],
+                                       dtype=object)
+        batch["compute_seconds"] = np.full(len(outs), (time.perf_counter() - start) / len(outs))
+        return batch
+
+
+def vllm_serves(path: str) -> tuple[bool, str]:
+    """Whether vLLM runs this checkpoint's architecture, directly or by its conversion of a
+    `*ForSequenceClassification` head onto the family's causal model."""
+    from vllm import ModelRegistry
+
+    archs = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    known = ModelRegistry.get_supported_archs()
+    ok = [a for a in archs if a in known or a.replace("ForSequenceClassification", "ForCausalLM") in known]
+    return bool(ok), f"architectures {archs}: {'served' if ok else 'not served'} by vLLM's pooling runner"
+
+
+class VLLMScorer:
+    """The reward model through vLLM's pooling runner (`LLM.classify`): p(good) = softmax[:, 1].
+
+    Falls back to the transformers scorer, with a logged reason, when vLLM does not serve the
+    checkpoint's architecture.
+    """
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, tensor_parallel_size: int = 1,
+                 max_num_seqs: int = 256):
+        from w2s_ray.stages.reward import encode_pairs
+
+        served, why = vllm_serves(path)
+        log.warning("reward scoring through %s: %s", "vLLM" if served else "transformers", why)
+        self.fallback = None if served else TransformersScorer(path, torch_threads, dtype)
+        if served:
+            self.encode = encode_pairs
+            self.tok = load_tokenizer(path)
+            self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, runner="pooling")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.fallback is not None:
+            return self.fallback(batch)
+        from vllm import TokensPrompt
+
+        start = time.perf_counter()
+        # The transformers scorer's encoding (BOS + prompt + label, start cut when too long),
+        # without its padding.
+        enc = self.encode(self.tok, list(batch["prompt"]), list(batch["label_text"]))
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        outs = self.llm.classify([TokensPrompt(prompt_token_ids=r) for r in rows], use_tqdm=False)
+        batch["score"] = np.array([o.outputs.probs[1] for o in outs], dtype=np.float32)
+        batch["compute_seconds"] = np.full(len(outs), (time.perf_counter() - start) / len(outs))
+        return batch
