@@ -3,6 +3,7 @@ reuses every committed stage and ends with the table an uninterrupted run gives.
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 900)
 def test_a_killed_training_run_resumes_from_its_last_checkpoint(ray_local, tmp_path, tiny_checkpoint):
     killed = tmp_path / "killed"
     proc = start_in_own_session("-c", TRAIN_DRIVER, str(killed), tiny_checkpoint)
-    wait_for(lambda: any(killed.glob("ray_train/sft-*/checkpoint_*/progress.json")), "a checkpoint", proc)
+    # Ray Train has registered a checkpoint once its snapshot of the run is written.
+    wait_for(lambda: any(killed.glob("ray_train/sft-*/checkpoint_manager_snapshot.json")), "a checkpoint", proc)
     kill_session(proc)
 
     base = ModelRef(id="base:test", source=tiny_checkpoint)
@@ -125,3 +127,9 @@ def test_a_sweep_killed_after_a_committed_stage_reruns_to_the_same_table(tmp_pat
                                   whole.read_table(whole.path(results)))
     assert (tmp_path / "killed/sweeps/smoke/results/pgr.md").read_text() == \
         (tmp_path / "whole/sweeps/smoke/results/pgr.md").read_text()
+
+    # The planner's keys are the sweep's: a dry run over the finished store finds all committed.
+    plan = subprocess.run([sys.executable, *args, "--storage", whole.root, "--dry-run"], cwd=ROOT,
+                          check=True, capture_output=True, text=True, timeout=300).stdout
+    unique, committed = re.search(r"unique stages: (\d+) .*; committed: (\d+)", plan).groups()
+    assert int(unique) > 10 and committed == unique

@@ -5,8 +5,9 @@ with another `Task`, the reward model's classification training (stages/reward.p
 group, in a Ray task that holds `cpus_per_worker` CPUs (a task, not the trial's own process,
 because Ray refuses `ray.train` calls inside a Tune session). On this 2-core machine that removes
 most of Ray Train's fixed cost per `fit()` (controller, worker-group start, polling; measured in
-benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs the
-usual DDP worker group.
+benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs a
+worker group, DDP or FSDP (stages/parallel.py), that checkpoints as it goes and resumes a run
+of the same name (the artifact key) after the driver died.
 """
 
 from __future__ import annotations
