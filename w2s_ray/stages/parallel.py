@@ -23,6 +23,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -31,8 +32,31 @@ from w2s_ray.config import TrainHParams
 PROGRESS = "progress.json"
 
 
+def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.Module:
+    """The model as this worker trains it. Under FSDP only rank 0 reads the checkpoint into host
+    memory; the other ranks build it on the meta device and receive their shards from rank 0
+    (72B in fp32 is 290 GB: eight copies on one 8-GPU node would not fit its 1.1 TB)."""
+    if hp.strategy != "fsdp" or world == 1:
+        return wrap(task.load(path), hp, world)
+    if rank == 0:
+        model = task.load(path)
+        full = model.state_dict()  # keeps the full tensors while fully_shard replaces the params
+    else:
+        with torch.device("meta"):
+            model = task.empty(path)
+        full = {}
+    model = wrap(model, hp, world)
+    if rank != 0:
+        model.to_empty(device=device(hp, world))
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
+                                                               broadcast_from_rank0=True))
+    for buffer in model.buffers():  # non-persistent ones (rotary frequencies) are not in `full`
+        torch.distributed.broadcast(buffer, src=0)
+    return model
+
+
 def wrap(model: torch.nn.Module, hp: TrainHParams, world: int) -> torch.nn.Module:
-    """The model as this worker trains it; a single process keeps it unwrapped."""
+    """DDP or FSDP2 around `model`; a single process keeps it unwrapped."""
     if hp.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if world == 1:
@@ -41,7 +65,8 @@ def wrap(model: torch.nn.Module, hp: TrainHParams, world: int) -> torch.nn.Modul
         return ray.train.torch.prepare_model(model)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    model.to(device(hp, world))
+    # No `.to(device)` first: fully_shard moves each unit to the device as it shards it, so the
+    # GPU never holds more than one unsharded layer.
     bf16 = hp.mixed_precision == "bf16"
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
                                   reduce_dtype=torch.float32 if bf16 else None)

@@ -163,6 +163,12 @@ class SFTTask:
 
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
+    def empty(self, path: str):
+        """The architecture without weights (built under the meta device by FSDP's ranks > 0)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+
     def buckets(self, tok, df, hp: TrainHParams) -> Buckets:
         return encode_buckets(tok, df, hp.max_length)
 
@@ -177,7 +183,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     store = Store(cfg["root"])
     path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"])
     tok = load_tokenizer(path)
-    model = parallel.wrap(task.load(path), hp, world)
+    model = parallel.load(task, path, hp, rank, world)
     df = store.read_table(cfg["data"])
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
