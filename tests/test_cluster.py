@@ -26,3 +26,10 @@ def test_cluster_config_passes_rays_schema_and_scales_gpus_from_zero(name):
     assert "--dashboard-host=127.0.0.1" in start, "the dashboard stays behind the SSH tunnel"
     setup = " ".join(raw["setup_commands"])
     assert "w2s-ray[vllm]" in setup and "==" not in setup, "the project and its vLLM extra, its own pins"
+
+
+def test_rays_validation_rejects_a_misspelt_field():
+    raw = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    raw["available_node_types"]["a100_80g"]["min_worker"] = 0
+    with pytest.raises(Exception, match="min_worker"):
+        validate_config(prepare_config(raw))
