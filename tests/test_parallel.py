@@ -29,3 +29,20 @@ def test_fsdp_gives_ddps_loss_curve_and_a_loadable_model(ray_local, tmp_path, ti
     base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).model.layers[1].mlp.down_proj.weight
     assert not torch.allclose(weights["fsdp"], base)
     torch.testing.assert_close(weights["fsdp"], weights["ddp"], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_trains_every_stage_on_two_fsdp_workers(tmp_path):
+    from tests.test_sweep import run_cli
+    from w2s_ray.artifacts import StageLog, Store
+
+    store = Store(f"file://{tmp_path}/store")
+    out = run_cli("--preset", "smoke", "--storage", store.root, "--num-cpus", "2",
+                  "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=0.5",
+                  "--set", "train.strategy=fsdp")
+    assert "t1 -> t2" in out
+    built = StageLog(store, "smoke", "").frame().query("stage == 'sft' and status == 'built'")
+    assert sorted(built["tag"]) == ["ceiling", "weak", "wts"]
+    for key in built["key"]:
+        meta = store.read_json(store.path("artifacts", "sft", key, "COMMITTED.json"))
+        assert meta["resumed_at_step"] == 0 and len(meta["losses"]) == meta["steps"]
