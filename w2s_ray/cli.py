@@ -2,6 +2,7 @@
 
     python sweeps/scale_grid.py --preset tiny
     python sweeps/scale_grid.py --preset smoke --seeds 0 1 --set train.lr=3e-4
+    python sweeps/scale_grid.py --preset qwen15-scale --dry-run
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the stage graph, what is committed, "
+                   "resource requests and GPU-hours (deduplicated vs naive grid); start nothing")
     return p.parse_args(argv)
 
 
@@ -49,6 +52,11 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from w2s_ray.plan import dry_run
+
+        print(dry_run(config))
+        return 0
     from w2s_ray.sweep import init_ray, run_sweep, summarize_stage_log
 
     init_ray(args.num_cpus)

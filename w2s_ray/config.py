@@ -64,6 +64,16 @@ class TrainHParams(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
     torch_threads: int = Field(1, ge=1)
+    # Layout and recovery (w2s_ray/models/resources.py sets them per size when `plan: true`).
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: replicated model; fsdp: FSDP2 full shard of weights, grads, Adam")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per step; the global batch stays batch_size")
+    activation_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 compute, fp32 master weights")
+    checkpoint_every: int = Field(
+        0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch")
+    plan: bool = Field(False, description="take workers, strategy, accumulation, checkpointing and "
+                                          "precision per model size from the resource plan")
 
 
 class InferenceSpec(Strict):

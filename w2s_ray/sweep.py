@@ -82,6 +82,8 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
                      "pair": tune.grid_search([list(p) for p in pairs]),
                      "seed": tune.grid_search(config.seeds)},
         tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
+        # A new experiment per run, not Tuner.restore: a trial keeps no state of its own (all it
+        # made is an artifact), so a rerun resumes by reusing what is committed (README: Resume).
         run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
                                   verbose=1),
     )

@@ -45,7 +45,9 @@ def load_tokenizer(model_path: str, **kwargs) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tokenizer_path(model_path), **kwargs)
 
 
-def save_checkpoint(model, tok: PreTrainedTokenizerBase, folder: str | Path, own_subfolder: bool) -> None:
-    """save_pretrained of both; the tokenizer goes to `tokenizer/` when the base kept it there."""
-    model.save_pretrained(folder)
+def save_checkpoint(model, tok: PreTrainedTokenizerBase, folder: str | Path, own_subfolder: bool,
+                    state_dict: dict | None = None) -> None:
+    """save_pretrained of both; the tokenizer goes to `tokenizer/` when the base kept it there.
+    `state_dict` is the gathered full weights of a sharded (FSDP) model."""
+    model.save_pretrained(folder, state_dict=state_dict)
     tok.save_pretrained(Path(folder) / SUBFOLDER if own_subfolder else folder)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from w2s_ray.artifacts import Artifact, Builder, Store
 from w2s_ray.config import SweepConfig
@@ -16,6 +16,7 @@ class ModelRef:
     id: str
     source: str  # hub id or local path for a base model; a store folder for an artifact
     artifact: Artifact | None = None
+    rung: str | None = None  # the ladder rung it descends from: picks its resource plan
 
 
 def local_model_path(root: str, source: str, is_artifact: bool) -> str:
@@ -29,10 +30,12 @@ class StageContext:
     store: Store
     builder: Builder
     seed: int
+    rungs: dict[str, str] = field(default_factory=dict)  # trained model id -> rung of its base
 
     def base(self, rung: str) -> ModelRef:
         identity, source = base_source(self.config.ladder.rung(rung))
-        return ModelRef(id=f"base:{identity}", source=source)
+        return ModelRef(id=f"base:{identity}", source=source, rung=rung)
 
     def model(self, art: Artifact) -> ModelRef:
-        return ModelRef(id=art.id, source=self.store.location(art), artifact=art)
+        return ModelRef(id=art.id, source=self.store.location(art), artifact=art,
+                        rung=self.rungs.get(art.id))

@@ -72,6 +72,16 @@ class RewardTask:
         model.config.pad_token_id = load_tokenizer(path).pad_token_id
         return model
 
+    def empty(self, path: str):
+        """The architecture without weights (built under the meta device by FSDP's ranks > 0)."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        from w2s_ray.models.tokenizer import load_tokenizer
+
+        config = AutoConfig.from_pretrained(path, num_labels=2)
+        config.pad_token_id = load_tokenizer(path).pad_token_id
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+
     def buckets(self, tok, df: pd.DataFrame, hp: TrainHParams) -> Buckets:
         df = df.assign(weight=balanced_weights(df))
         out = []
@@ -154,4 +164,4 @@ def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact)
         ctx.store.write_table(f"{folder}/{TABLE}", out)
         return {"rows": len(out), "compute_seconds": compute}
 
-    return ctx.builder.ensure(art, build, tag="reward_scores")
+    return ctx.builder.ensure(art, build, tag="reward_scores", model=next(iter(models.values())).id)

@@ -5,8 +5,9 @@ with another `Task`, the reward model's classification training (stages/reward.p
 group, in a Ray task that holds `cpus_per_worker` CPUs (a task, not the trial's own process,
 because Ray refuses `ray.train` calls inside a Tune session). On this 2-core machine that removes
 most of Ray Train's fixed cost per `fit()` (controller, worker-group start, polling; measured in
-benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs the
-usual DDP worker group.
+benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs a
+worker group, DDP or FSDP (stages/parallel.py), that checkpoints as it goes and resumes a run
+of the same name (the artifact key) after the driver died.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 import ray
 import ray.train
 import torch
-from ray.train import RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.config import TrainHParams
+from w2s_ray.models import resources
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, save_checkpoint, tokenizer_path
+from w2s_ray.stages import parallel
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 from w2s_ray.stages.data import TABLE
 
@@ -84,13 +87,8 @@ def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**batch).loss
 
 
-def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0,
-             world: int = 1, loss_fn=lm_loss) -> dict[str, float]:
-    """The optimisation loop itself: AdamW, warmup then cosine/linear decay, global batch split over workers."""
-    gen = torch.Generator().manual_seed(seed)
-    plan = batch_plan([len(b["input_ids"]) for b in buckets], hp.batch_size, hp.epochs, world, gen)
-    steps = len(plan)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+def lr_factor(hp: TrainHParams, steps: int):
+    """Warmup, then cosine / linear decay or constant: the multiplier of step `step`."""
     warmup = int(hp.warmup_fraction * steps)
 
     def factor(step: int) -> float:
@@ -103,22 +101,53 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
             return 1.0 - progress
         return 0.5 * (1 + math.cos(math.pi * progress))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    losses, samples = [], 0
-    start = time.perf_counter()
+    return factor
+
+
+def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0,
+             world: int = 1, loss_fn=lm_loss, checkpoints: bool = False) -> dict[str, float]:
+    """The optimisation loop: AdamW, warmup then decay; each step's global batch is split over
+    workers, then over `grad_accum` micro-batches, so it stays `batch_size` rows exactly. With
+    `checkpoints`, a resumable checkpoint is reported every `checkpoint_every` steps (or epoch)
+    and a restarted run continues from the last one: the batch plan is a function of the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [len(b["input_ids"]) for b in buckets]
+    plan = batch_plan(sizes, hp.batch_size, hp.epochs, world, gen)
+    steps = len(plan)
+    every = hp.checkpoint_every or max(1, math.ceil(steps / math.ceil(hp.epochs)))
+    dev = parallel.device(hp, world)
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp, steps))
+    done = (parallel.restore(model, opt, sched) if checkpoints else None) or {
+        "step": 0, "losses": [], "samples": 0, "compute_seconds": 0.0}
+    resumed_at = done["step"]
+    start = time.perf_counter() - done["compute_seconds"]
     model.train()
-    for bucket, idx in plan:
+    for step in range(done["step"], steps):
+        bucket, idx = plan[step]
         mine = idx.tensor_split(world)[rank]
-        loss = loss_fn(model, {k: v[mine] for k, v in buckets[bucket].items()})
+        # Every rank runs the same number of micro-batches (FSDP gathers weights per forward).
+        parts = max(1, min(hp.grad_accum, len(idx) // world))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = 0.0
+        for i, micro in enumerate(mine.tensor_split(parts)):
+            batch = {k: v[micro].to(dev) for k, v in buckets[bucket].items()}
+            with parallel.gradient_sync(model, i == parts - 1), parallel.autocast(hp, dev):
+                loss = loss_fn(model, batch) * (len(micro) / len(mine))
+                loss.backward()
+            step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
-        samples += len(idx)
-    return {"steps": steps, "rows": sum(len(b["input_ids"]) for b in buckets), "samples": samples,
-            "first_loss": losses[0], "final_loss": losses[-1],
+        done["losses"].append(step_loss)
+        done["samples"] += len(idx)
+        done["step"] = step + 1
+        if checkpoints and (done["step"] % every == 0) and done["step"] < steps:
+            done["compute_seconds"] = time.perf_counter() - start
+            parallel.save_resumable(model, opt, sched, done, {"step": done["step"], "loss": step_loss})
+    return {"steps": steps, "rows": sum(sizes), "samples": done["samples"],
+            "first_loss": done["losses"][0], "final_loss": done["losses"][-1],
+            "losses": done["losses"], "resumed_at_step": resumed_at,
             "compute_seconds": time.perf_counter() - start}
 
 
@@ -134,6 +163,12 @@ class SFTTask:
 
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
+    def empty(self, path: str):
+        """The architecture without weights (built under the meta device by FSDP's ranks > 0)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+
     def buckets(self, tok, df, hp: TrainHParams) -> Buckets:
         return encode_buckets(tok, df, hp.max_length)
 
@@ -148,19 +183,22 @@ def train_loop(cfg: dict[str, Any]) -> None:
     store = Store(cfg["root"])
     path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"])
     tok = load_tokenizer(path)
-    model = task.load(path)
-    if world > 1:
-        model = ray.train.torch.prepare_model(model)
+    model = parallel.load(task, path, hp, rank, world)
     df = store.read_table(cfg["data"])
-    metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss)
+    # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
+    metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
+                       checkpoints=hp.num_workers > 0)
+    # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
+    weights = parallel.full_state_dict(model, hp) if world > 1 else None
     if rank == 0:
         trained = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(trained, tok, tmp, own_subfolder=tokenizer_path(path) != path)
+            save_checkpoint(trained, tok, tmp, own_subfolder=tokenizer_path(path) != path,
+                            state_dict=weights)
             with open(f"{tmp}/{METRICS}", "w") as f:
                 json.dump(metrics, f)
             store.upload_dir(tmp, cfg["out"])
-    ray.train.report(metrics)
+    ray.train.report({k: v for k, v in metrics.items() if k != "losses"})
 
 
 def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
@@ -174,13 +212,36 @@ def _fit_local(cfg: dict[str, Any], run: RunConfig) -> None:
     fit(cfg, TrainHParams(**cfg["hp"]), run)
 
 
+#: How the work is laid out, not what is computed: excluded from the artifact key.
+LAYOUT = {"num_workers", "cpus_per_worker", "use_gpu", "torch_threads", "strategy", "grad_accum",
+          "activation_checkpointing", "checkpoint_every", "plan"}
+
+
+def identity(hp: TrainHParams) -> dict[str, Any]:
+    """The optimisation recipe that names a trained model. fp32 runs omit `mixed_precision` so
+    their keys stay those of stores written before the field existed."""
+    out = hp.model_dump(exclude=LAYOUT)
+    if out["mixed_precision"] == "no":
+        del out["mixed_precision"]
+    return out
+
+
+def stage_hparams(ctx: StageContext, base: ModelRef, hp: TrainHParams | None) -> TrainHParams:
+    """The stage's hyper-parameters; with `train.plan`, the layout of the base's size."""
+    hp = hp or ctx.config.train
+    if not hp.plan or base.rung is None:
+        return hp
+    size = resources.size_of(ctx.config.ladder.rung(base.rung))
+    return resources.training_hparams(hp, size) if size else hp
+
+
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHParams | None = None,
           tag: str = "train") -> Artifact:
     """Train `base` on the rows of `data` with `task`; returns the model artifact."""
-    hp = hp or ctx.config.train
-    # Worker layout does not change the result's identity; the optimisation recipe does.
-    identity = hp.model_dump(exclude={"num_workers", "cpus_per_worker", "use_gpu", "torch_threads"})
-    art = Artifact.make(task.stage, task.version, [base.id, data.id], {"hp": identity, "seed": ctx.seed})
+    hp = stage_hparams(ctx, base, hp)
+    art = Artifact.make(task.stage, task.version, [base.id, data.id], {"hp": identity(hp), "seed": ctx.seed})
+    if base.rung is not None:
+        ctx.rungs[art.id] = base.rung
 
     def build(folder: str) -> dict:
         rows = len(ctx.store.read_table(f"{ctx.store.location(data)}/{TABLE}"))
@@ -189,7 +250,12 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
         cfg = {"root": ctx.store.root, "source": base.source, "is_artifact": base.artifact is not None,
                "data": f"{ctx.store.location(data)}/{TABLE}", "out": folder, "hp": hp.model_dump(),
                "seed": ctx.seed, "task": task}
-        run = RunConfig(name=f"{task.stage}-{art.key}", storage_path=ctx.store.uri("ray_train"))
+        # A stable run name under the store: a rerun after the driver died finds the run's
+        # checkpoints there and resumes (ray.train.get_checkpoint); a lost worker is retried.
+        name = f"{task.stage}-{art.key}"
+        run = RunConfig(name=name, storage_path=ctx.store.uri("ray_train"),
+                        failure_config=FailureConfig(max_failures=3),
+                        checkpoint_config=CheckpointConfig(num_to_keep=1))
         if hp.num_workers == 0:
             # Outside the trial's placement group: the trial itself reserves almost nothing.
             local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
@@ -197,7 +263,11 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
         else:
             fit(cfg, hp, run)
         with ctx.store.fs.open_input_stream(f"{folder}/{METRICS}") as f:
-            return json.loads(f.read())
+            metrics = json.loads(f.read())
+        # The model is in `folder`; the run's resumable state (72B: 1.2 TB of shards) is not needed.
+        if ctx.store.exists(ctx.store.path("ray_train", name)):
+            ctx.store.fs.delete_dir(ctx.store.path("ray_train", name))
+        return metrics
 
     return ctx.builder.ensure(art, build, tag=tag, base=base.id, data=data.id)
 

@@ -1,0 +1,169 @@
+"""`--dry-run`: the grid's stage graph, what is already committed, each stage's resource request
+and GPU-hours, without Ray, downloads or any heavy work.
+
+The recipes run as they do in a sweep, but against a planning builder whose `ensure` records the
+artifact and its log fields instead of building it, so the graph is the real one, deduplicated
+by the same content keys. The naive figure plans every (pair, seed, method) with a fresh builder:
+every stage a method needs is rerun for it, as in openai/weak-to-strong's sweep.
+
+Throughput model (stated assumptions, A100 80 GB, bf16):
+- training: tokens x 6 x params / (312 TFLOP/s x MFU), tokens = rows x epochs x TRAIN_TOKENS;
+- reward scoring: a forward pass, tokens x 2 x params at the same MFU;
+- vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
+  stops at EOS) / VLLM_TOKENS_PER_GPU_S[size] per GPU, batched greedy decoding.
+Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from w2s_ray import methods
+from w2s_ray.artifacts import Artifact, Store
+from w2s_ray.capabilities import registry
+from w2s_ray.config import SweepConfig
+from w2s_ray.methods import Target, pipeline
+from w2s_ray.methods.ablations import wts2
+from w2s_ray.models import resources
+from w2s_ray.stages import data, generate
+from w2s_ray.stages.context import StageContext
+
+A100_BF16_FLOPS = 312e12
+MFU = 0.35
+TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per capability bucket)
+VLLM_TOKENS_PER_GPU_S = {"0.5b": 20000, "1.8b": 12000, "4b": 7000, "7b": 4500, "14b": 2500,
+                         "32b": 1200, "72b": 600}
+GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
+
+
+class PlanStore(Store):
+    """Answers `location` without reading a marker: planned artifacts have none yet."""
+
+    def location(self, art: Artifact) -> str:
+        return self.path("artifacts", art.stage, art.key, "planned")
+
+
+@dataclass
+class PlanBuilder:
+    """Records each artifact a recipe asks for (once, in order) instead of building it."""
+
+    store: Store
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def ensure(self, art: Artifact, build: Callable, **log: Any) -> Artifact:
+        self.stages.setdefault(art.id, {"stage": art.stage, "key": art.key, **log})
+        return art
+
+
+def trial_stages(ctx: StageContext, weak: str, strong: str, names: list[str]) -> None:
+    """What `sweep.run_trial` asks for: each method, its evaluation, and the pair's analyses."""
+    test = data.split_table(ctx, "test", with_gold_labels=True)
+    for name in names:
+        try:
+            made = methods.resolve(name, ctx.config.capabilities)(ctx, weak, strong)
+        except methods.NotApplicable:
+            continue
+        for target in made if isinstance(made, list) else [Target(made, test)]:
+            generate.generate(ctx, target.model, target.test, tag="evaluate")
+    if {"wts2", "mixed", "ours", "ours-random", "ours-one-stage"} & set(names):
+        pipeline.consistency(ctx, weak, strong)
+    if "wts2" in names:
+        generate.generate(ctx, wts2(ctx, weak, strong), pipeline.unlabeled_prompts(ctx), tag="relabel_wts2")
+    if {"ours", "ours-random", "ours-one-stage"} & set(names):
+        pipeline.selected(ctx, weak, strong)
+
+
+def plan_stages(config: SweepConfig, naive: bool = False) -> list[dict[str, Any]]:
+    """The stages of the grid, deduplicated by key (or, naive, once per pair x seed x method)."""
+    store = PlanStore(config.storage)
+    shared = PlanBuilder(store)
+    out: list[dict[str, Any]] = []
+    for weak, strong in config.pair_list():
+        for seed in config.seeds:
+            groups = [[m] for m in config.methods] if naive else [config.methods]
+            for names in groups:
+                builder = PlanBuilder(store) if naive else shared
+                ctx = StageContext(config, store, builder, seed)
+                trial_stages(ctx, weak, strong, names)
+                sizes = dict(ctx.rungs)
+                for stage in builder.stages.values():
+                    stage.setdefault("rung", rung_of(ctx, stage, sizes))
+                if naive:
+                    out += builder.stages.values()
+    return out if naive else list(shared.stages.values())
+
+
+def rung_of(ctx: StageContext, stage: dict[str, Any], trained: dict[str, str]) -> str | None:
+    """The rung whose weights a GPU stage runs: its base's, or the trained model's base's."""
+    model = stage.get("base") or stage.get("model")
+    if model is None:
+        return None
+    bases = {ctx.base(r.name).id: r.name for r in ctx.config.ladder.rungs}
+    return bases.get(model) or trained.get(model)
+
+
+def rows(config: SweepConfig, stage: dict[str, Any]) -> tuple[int, int]:
+    """(rows, generated tokens) of a stage, from the split sizes (upper bounds, module doc)."""
+    caps = config.capabilities
+    split = {s: {c: getattr(config.sizes_for(c), s) for c in caps} for s in ("labeled", "unlabeled", "test")}
+    which = "test" if stage.get("tag") == "evaluate" else "labeled" if stage.get("tag") == "weak" else "unlabeled"
+    per_cap = split[which]
+    n = sum(per_cap.values()) * (2 if stage.get("tag") in ("mixed", "reward_scores") else 1)
+    if stage.get("tag") == "wts-s":
+        n //= len(caps)
+    tokens = sum(per_cap[c] * registry.get(c).max_new_tokens for c in caps)
+    return n, tokens
+
+
+def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
+    """(resource request, GPU-hours) of one planned stage."""
+    rung = stage.get("rung")
+    size = resources.size_of(config.ladder.rung(rung)) if rung else None
+    if stage["stage"] not in GPU_STAGES or size is None:
+        return "CPU", 0.0
+    arch, plan = resources.ARCHS[size], resources.PLANS[size]
+    n, new_tokens = rows(config, stage)
+    if stage["stage"] in ("sft", "reward_model"):
+        epochs = config.train.epochs
+        if stage["stage"] == "reward_model":
+            epochs = config.reward.epochs or epochs
+        flops = n * epochs * TRAIN_TOKENS * 6 * arch.params
+        t = plan.train
+        request = (f"{t.workers} GPU {t.strategy} mb{t.micro_batch}x{t.grad_accum}"
+                   f"{' ac' if t.activation_checkpointing else ''}" if config.train.plan else
+                   f"{config.train.num_workers} x (CPU {config.train.cpus_per_worker}"
+                   f"{', GPU 1' if config.train.use_gpu else ''}) {config.train.strategy}")
+        return request, flops / (A100_BF16_FLOPS * MFU) / 3600
+    tp = plan.infer.tensor_parallel
+    if stage["stage"] == "reward_scores":
+        return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (A100_BF16_FLOPS * MFU) / 3600
+    return f"{tp} GPU vLLM tp{tp}", new_tokens / VLLM_TOKENS_PER_GPU_S[size] / 3600
+
+
+def dry_run(config: SweepConfig) -> str:
+    """The report `--dry-run` prints."""
+    store = Store(config.storage)
+    stages = plan_stages(config)
+    lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}"]
+    total = done_h = 0.0
+    n_done = 0
+    for s in stages:
+        request, hours = cost(config, s)
+        committed = store.committed(Artifact(s["stage"], s["key"]))
+        total += hours
+        done_h += hours if committed else 0.0
+        n_done += committed
+        lines.append(f"{s['stage']:<14}{s.get('tag', '')!s:<16}{s.get('rung') or '-'!s:<6}"
+                     f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}")
+    naive_stages = plan_stages(config, naive=True)
+    naive = sum(cost(config, s)[1] for s in naive_stages)
+    lines += ["",
+              f"unique stages: {len(stages)} (naive grid: {len(naive_stages)}); committed: {n_done}",
+              f"GPU-hours, deduplicated grid: {total:.1f} (of which committed: {done_h:.1f}; left: {total - done_h:.1f})",
+              f"GPU-hours, naive grid (every stage rerun per pair x seed x method): {naive:.1f}",
+              f"naive / deduplicated: {naive / total:.2f}x" if total else "no GPU stage in this grid",
+              (f"model: training 6 x params x tokens at {A100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}, "
+              f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU {VLLM_TOKENS_PER_GPU_S}")]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""How a training worker holds its model: DDP or FSDP2 full shard, mixed precision, activation
+checkpointing; resumable checkpoints through Ray Train; the final model gathered for save_pretrained.
+
+FSDP is wrapped here with torch's `fully_shard` rather than Ray's `prepare_model(parallel_strategy=
+"fsdp")`, which refuses CPU workers: the same code then runs on gloo here and NCCL on a cluster.
+Resumable checkpoints are torch.distributed.checkpoint (DCP) folders: each rank writes only its
+own shards (`__<rank>_0.distcp`), Ray Train uploads every rank's files into one checkpoint folder
+of the run, and a restarted run reads it back with `ray.train.get_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+
+from w2s_ray.config import TrainHParams
+
+PROGRESS = "progress.json"
+
+
+def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.Module:
+    """The model as this worker trains it. Under FSDP only rank 0 reads the checkpoint into host
+    memory; the other ranks build it on the meta device and receive their shards from rank 0
+    (72B in fp32 is 290 GB: eight copies on one 8-GPU node would not fit its 1.1 TB)."""
+    if hp.strategy != "fsdp" or world == 1:
+        return wrap(task.load(path), hp, world)
+    if rank == 0:
+        model = task.load(path)
+        full = model.state_dict()  # keeps the full tensors while fully_shard replaces the params
+    else:
+        with torch.device("meta"):
+            model = task.empty(path)
+        full = {}
+    model = wrap(model, hp, world)
+    if rank != 0:
+        model.to_empty(device=device(hp, world))
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
+                                                               broadcast_from_rank0=True))
+    for buffer in model.buffers():  # non-persistent ones (rotary frequencies) are not in `full`
+        torch.distributed.broadcast(buffer, src=0)
+    return model
+
+
+def wrap(model: torch.nn.Module, hp: TrainHParams, world: int) -> torch.nn.Module:
+    """DDP or FSDP2 around `model`; a single process keeps it unwrapped."""
+    if hp.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if world == 1:
+        return model.to(device(hp, world))
+    if hp.strategy == "ddp":
+        return ray.train.torch.prepare_model(model)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    # No `.to(device)` first: fully_shard moves each unit to the device as it shards it, so the
+    # GPU never holds more than one unsharded layer.
+    bf16 = hp.mixed_precision == "bf16"
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
+                                  reduce_dtype=torch.float32 if bf16 else None)
+    # One FSDP unit per decoder layer (the classes HF marks as not to be split), then the root
+    # (embeddings, final norm, head): only one layer's full weights are gathered at a time.
+    blocks = set(getattr(model, "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def device(hp: TrainHParams, world: int) -> torch.device:
+    return ray.train.torch.get_device() if hp.use_gpu or world > 1 else torch.device("cpu")
+
+
+def autocast(hp: TrainHParams, dev: torch.device):
+    """bf16 compute for DDP / single workers; FSDP casts through its own policy instead."""
+    on = hp.mixed_precision == "bf16" and hp.strategy != "fsdp"
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on)
+
+
+def gradient_sync(model: torch.nn.Module, sync: bool):
+    """Skip the gradient all-reduce on every micro-batch but the last of a step."""
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    if hasattr(model, "no_sync") and not sync:  # DDP
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def save_resumable(model, opt, sched, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Every rank writes its shards and reports them; Ray Train keeps the latest checkpoint."""
+    model_sd, optim_sd = get_state_dict(model, opt)
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+        if ray.train.get_context().get_world_rank() == 0:
+            Path(tmp, PROGRESS).write_text(json.dumps({**progress, "sched": sched.state_dict()}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def restore(model, opt, sched) -> dict[str, Any] | None:
+    """Load the run's latest checkpoint, if a previous attempt of this run reported one."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        model_sd, optim_sd = get_state_dict(model, opt)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=folder)
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        progress = json.loads(Path(folder, PROGRESS).read_text())
+    sched.load_state_dict(progress.pop("sched"))
+    return progress
+
+
+def full_state_dict(model: torch.nn.Module, hp: TrainHParams) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0, on CPU (a collective: every rank must call it).
+    bf16 runs save bf16, the precision vLLM serves, which halves the upload."""
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if hp.mixed_precision == "bf16":
+        sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+    return sd
