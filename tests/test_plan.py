@@ -56,3 +56,17 @@ def test_dry_run_of_the_scale_grid_is_quick_and_dedup_beats_the_naive_grid(tmp_p
     assert re.search(r"sft +wts +72b +todo +20 GPU fsdp mb1x2 ac", out)
     assert re.search(r"generate +weak_labels +32b +todo +2 GPU vLLM tp2", out)
     assert not (tmp_path / "artifacts").exists(), "a dry run writes nothing"
+
+
+def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(tmp_path):
+    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.stages.generate import stage_inference
+
+    from .test_stages import context
+
+    big = resources.inference_spec(load_config("qwen15-scale").inference, "72b")
+    assert (big.tensor_parallel_size, big.gpus_per_actor) == (4, 4.0)
+    assert big.concurrency == resources.infer_memory_gb(ARCHS["72b"], PLANS["72b"].infer)["max_num_seqs"]
+    ctx = context(tmp_path, **{"inference.plan": True})
+    assert stage_inference(ctx, ctx.base("t1")) == ctx.config.inference
+    assert stage_inference(ctx, ModelRef("x", "y")) == ctx.config.inference

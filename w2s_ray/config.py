@@ -93,6 +93,8 @@ class InferenceSpec(Strict):
     gpus_per_actor: float = Field(0.0, ge=0)
     torch_threads: int = Field(1, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    plan: bool = Field(False, description="take tensor_parallel_size, gpus_per_actor and "
+                                          "concurrency per model size from the resource plan")
 
     @model_validator(mode="after")
     def _engine_gpus(self) -> InferenceSpec:

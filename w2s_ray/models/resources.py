@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from w2s_ray.config import RungSpec, TrainHParams
+from w2s_ray.config import InferenceSpec, RungSpec, TrainHParams
 
 GPU_GB = 80.0
 FIT_GB = 0.9 * GPU_GB
@@ -144,6 +144,15 @@ def size_of(rung: RungSpec) -> str | None:
         if found and f"{found.group(1)}b" in PLANS:
             return f"{found.group(1)}b"
     return None
+
+
+def inference_spec(inf: InferenceSpec, size: str) -> InferenceSpec:
+    """`inf` with the plan's vLLM layout for `size`: tensor parallel, one GPU per TP rank, and as
+    many concurrent sequences as the KV cache left beside the weights holds."""
+    plan = PLANS[size].infer
+    seqs = int(infer_memory_gb(ARCHS[size], plan)["max_num_seqs"])
+    return inf.model_copy(update={"tensor_parallel_size": plan.tensor_parallel,
+                                  "gpus_per_actor": float(plan.tensor_parallel), "concurrency": seqs})
 
 
 def training_hparams(hp: TrainHParams, size: str) -> TrainHParams:

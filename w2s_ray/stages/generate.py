@@ -15,6 +15,7 @@ import ray
 from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
 from w2s_ray.config import InferenceSpec
+from w2s_ray.models import resources
 from w2s_ray.stages import data
 from w2s_ray.stages.backends import BACKENDS
 from w2s_ray.stages.choose import choose_backend, model_params
@@ -60,13 +61,22 @@ def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, r
     )
 
 
+def stage_inference(ctx: StageContext, model: ModelRef) -> InferenceSpec:
+    """The stage's inference layout; with `inference.plan`, the row of the model's size."""
+    inf = ctx.config.inference
+    if not inf.plan or model.rung is None:
+        return inf
+    size = resources.size_of(ctx.config.ladder.rung(model.rung))
+    return resources.inference_spec(inf, size) if size else inf
+
+
 def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend: Callable,
-                   outputs: list[str], options: dict | None = None) -> tuple[pd.DataFrame, float]:
+                   outputs: list[str], inf: InferenceSpec, options: dict | None = None
+                   ) -> tuple[pd.DataFrame, float]:
     """`df` with the backend's `outputs` columns added, through a Ray Data actor pool (model loaded
     once per actor); also the backend's summed compute seconds. Row order is kept."""
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    ds = model_dataset(ray.data.from_pandas(rows), ctx.config.inference, backend, ctx.store.root,
-                       model, options or {})
+    ds = model_dataset(ray.data.from_pandas(rows), inf, backend, ctx.store.root, model, options or {})
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
@@ -75,7 +85,7 @@ def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend
 
 def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Completions for every row of `prompts` with the extracted answer, and what ran them."""
-    inf = ctx.config.inference
+    inf = stage_inference(ctx, model)
     df = prompts.copy()
     df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
     df["stop"] = [registry.get(c).stop for c in df["capability"]]
@@ -83,7 +93,7 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
     df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     out, compute = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
-                                  BACKENDS[backend], ["completion"], engine_options(inf, backend))
+                                  BACKENDS[backend], ["completion"], inf, engine_options(inf, backend))
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
