@@ -13,6 +13,7 @@ import pandas as pd
 from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
 from w2s_ray.stages.context import StageContext
+from w2s_ray.stages.data import gold_of
 from w2s_ray.stages.tables import derive
 
 #: Fig. 5's names, in its order; "strong" is the model that relabeled (WTS, or WTS-2 in Fig. 6).
@@ -51,7 +52,7 @@ def category(capability: str, weak: str | None, strong: str | None, gold: str) -
 
 def categories(pair: pd.DataFrame, gold: pd.DataFrame) -> pd.Series:
     """Fig. 5 category of each partition row; needs D^b's gold, so analyses only."""
-    g = pair[["uid"]].merge(gold[["uid", "gold"]], on="uid", how="left", validate="1:1")["gold"]
+    g = gold_of(pair, gold)
     return pd.Series([category(c, w, s, y) for c, w, s, y in
                       zip(pair["capability"], pair["answer_weak"], pair["answer_strong"], g)],
                      index=pair.index, name="category")

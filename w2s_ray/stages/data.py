@@ -67,3 +67,8 @@ def split_table(ctx: StageContext, split: str, with_gold_labels: bool) -> Artifa
         return {"rows": len(df)}
 
     return ctx.builder.ensure(art, build, split=split)
+
+
+def gold_of(rows: pd.DataFrame, gold: pd.DataFrame) -> pd.Series:
+    """D^b's gold answer of each row of `rows`, by uid, in `rows`' order (analyses only)."""
+    return rows[["uid"]].merge(gold[["uid", "gold"]], on="uid", how="left", validate="1:1")["gold"]

@@ -13,6 +13,7 @@ import random
 import pandas as pd
 
 from w2s_ray.capabilities import registry
+from w2s_ray.stages.data import gold_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def same_size_random(weak: pd.DataFrame, selected: pd.DataFrame, seed: int) -> p
 
 
 def correct_mask(df: pd.DataFrame, gold: pd.DataFrame) -> pd.Series:
-    g = df[["uid"]].merge(gold[["uid", "gold"]], on="uid", how="left", validate="1:1")["gold"]
+    g = gold_of(df, gold)
     return pd.Series([registry.get(c).score(a, y) for c, a, y in zip(df["capability"], df["answer"], g)],
                      index=df.index)
 
