@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from w2s_ray.artifacts import StageLog, Store
+from w2s_ray.sweep import consumers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three trials, two at a time, all sharing the t1 weak model: the third starts after one of the
@@ -87,9 +88,10 @@ def test_smoke_sweep_runs_every_method_and_saves_the_analyses(tmp_path):
     built = log[log["status"] == "built"]
     wts = built[(built["stage"] == "sft") & (built["tag"] == "wts")]
     assert len(wts) == 1, "one wts model for the pair"
-    key = "sft/" + wts["key"].iloc[0]
-    consumers = set(log.loc[(log["base"] == key) | (log["model"] == key), "tag"])
-    assert {"ours", "ours-random", "relabel", "evaluate"} <= consumers
+    direct, downstream = consumers(log, "sft/" + wts["key"].iloc[0])
+    assert {"ours", "ours-random", "relabel", "evaluate"} <= direct
+    assert {"wts2", "mixed", "partition", "reward", "reward_scores", "selected"} <= downstream
+    assert f"used by: {', '.join(sorted(direct))}; downstream: " in out
 
 
 def test_weaken_does_not_apply_below_the_lowest_rung(tmp_path):
@@ -100,3 +102,20 @@ def test_weaken_does_not_apply_below_the_lowest_rung(tmp_path):
     ctx = context(tmp_path)
     with pytest.raises(NotApplicable, match="no rung below the weak rung t1"):
         resolve("weaken-scan", ctx.config.capabilities)(ctx, "t1", "t2")
+
+
+def test_consumers_follow_lineage_through_derived_tables():
+    log = pd.DataFrame([
+        {"stage": "sft", "key": "w", "tag": "wts", "inputs": ["base/s", "generate/l"]},
+        {"stage": "generate", "key": "r", "tag": "relabel", "inputs": ["sft/w", "data/b"]},
+        {"stage": "generate", "key": "r", "tag": "relabel", "inputs": ["sft/w", "data/b"]},
+        {"stage": "union", "key": "u", "tag": "mixed", "inputs": ["generate/l", "generate/r"]},
+        {"stage": "sft", "key": "m", "tag": "mixed", "inputs": ["base/s", "union/u"]},
+        {"stage": "sft", "key": "o", "tag": "ours", "inputs": ["sft/w", "selected/x"]},
+        {"stage": "sft", "key": "c", "tag": "ceiling", "inputs": ["base/s", "data/g"]},
+        {"stage": "data", "key": "b", "tag": None, "inputs": None},
+    ])
+    direct, downstream = consumers(log, "sft/w")
+    assert direct == {"relabel", "ours"}
+    assert downstream == {"mixed"}
+    assert consumers(log, "sft/c") == (set(), set())

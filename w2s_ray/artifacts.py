@@ -41,6 +41,8 @@ LEASE_TTL_S = 120.0
 class Artifact:
     stage: str
     key: str
+    # What it was built from, for the stage log's lineage; identity is (stage, key) alone.
+    inputs: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def id(self) -> str:
@@ -53,7 +55,7 @@ class Artifact:
             sort_keys=True,
             default=str,
         )
-        return Artifact(stage, hashlib.sha256(blob.encode()).hexdigest()[:20])
+        return Artifact(stage, hashlib.sha256(blob.encode()).hexdigest()[:20], tuple(inputs))
 
 
 def cache_dir() -> Path:
@@ -192,7 +194,7 @@ class StageLog:
 
     def record(self, art: Artifact, status: str, seconds: float, **extra: Any) -> None:
         event = {"run_id": self.run_id, "stage": art.stage, "key": art.key, "status": status,
-                 "seconds": round(seconds, 3), "time": time.time(), **extra}
+                 "inputs": list(art.inputs), "seconds": round(seconds, 3), "time": time.time(), **extra}
         name = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}.json"
         self.store.write_json(f"{self.folder}/{name}", event)
 

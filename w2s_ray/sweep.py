@@ -102,6 +102,20 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
     return rows, tables, stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
 
 
+def consumers(stage_log: pd.DataFrame, artifact_id: str) -> tuple[set[str], set[str]]:
+    """Tags of the stages that read `artifact_id` directly, and of everything built downstream of it."""
+    ids = stage_log["stage"] + "/" + stage_log["key"]
+    inputs = stage_log.get("inputs", pd.Series(None, index=stage_log.index, dtype=object))
+    reads = inputs.apply(lambda x: set(x) if isinstance(x, list) else set())
+    direct = set(stage_log.loc[reads.apply(lambda r: artifact_id in r), "tag"].dropna())
+    reached, frontier = set(), {artifact_id}
+    while frontier:
+        hit = reads.apply(lambda r, f=frontier: bool(r & f)) & ~ids.isin(reached)
+        frontier = set(ids[hit])
+        reached |= frontier
+    return direct, set(stage_log.loc[ids.isin(reached), "tag"].dropna()) - direct
+
+
 def summarize_stage_log(stage_log: pd.DataFrame) -> str:
     if stage_log.empty:
         return "stage log: no stage ran"
@@ -111,12 +125,10 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
     for stage, tag in (("sft", "wts"), ("generate", "relabel")):
         made = stage_log[(stage_log["stage"] == stage) & (stage_log["tag"] == tag)]
         for key in sorted(set(made["key"])):
-            used = pd.Series(False, index=stage_log.index)
-            for column in ("base", "model", "data"):
-                if column in stage_log:
-                    used |= stage_log[column].eq(f"{stage}/{key}")
+            direct, further = consumers(stage_log, f"{stage}/{key}")
             status = "/".join(sorted(set(made.loc[made["key"] == key, "status"])))
-            lines.append(f"{tag} {key[:8]} ({status}) used by: {', '.join(sorted(set(stage_log[used]['tag'])))}")
+            lines.append(f"{tag} {key[:8]} ({status}) used by: {', '.join(sorted(direct))}"
+                         + (f"; downstream: {', '.join(sorted(further))}" if further else ""))
     return "\n".join(lines)
 
 
