@@ -53,7 +53,7 @@ class PlanBuilder:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def ensure(self, art: Artifact, build: Callable, **log: Any) -> Artifact:
-        self.stages.setdefault(art.id, {"stage": art.stage, "key": art.key, **log})
+        self.stages.setdefault(art.id, {"stage": art.stage, "key": art.key, "inputs": art.inputs, **log})
         return art
 
 
@@ -96,12 +96,10 @@ def plan_stages(config: SweepConfig, naive: bool = False) -> list[dict[str, Any]
 
 
 def rung_of(ctx: StageContext, stage: dict[str, Any], trained: dict[str, str]) -> str | None:
-    """The rung whose weights a GPU stage runs: its base's, or the trained model's base's."""
-    model = stage.get("base") or stage.get("model")
-    if model is None:
-        return None
+    """The rung whose weights a GPU stage runs: that of the first input that is a base model or
+    a trained one (the base, or the model that generates or scores)."""
     bases = {ctx.base(r.name).id: r.name for r in ctx.config.ladder.rungs}
-    return bases.get(model) or trained.get(model)
+    return next((bases.get(i) or trained[i] for i in stage["inputs"] if i in bases or i in trained), None)
 
 
 def rows(config: SweepConfig, stage: dict[str, Any]) -> tuple[int, int]:

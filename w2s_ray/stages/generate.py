@@ -117,4 +117,4 @@ def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "ge
         ctx.store.write_table(f"{folder}/{data.TABLE}", out)
         return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), **ran}
 
-    return ctx.builder.ensure(art, build, tag=tag, model=model.id)
+    return ctx.builder.ensure(art, build, tag=tag)

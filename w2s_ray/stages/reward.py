@@ -164,4 +164,4 @@ def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact)
         ctx.store.write_table(f"{folder}/{TABLE}", out)
         return {"rows": len(out), "compute_seconds": compute}
 
-    return ctx.builder.ensure(art, build, tag="reward_scores", model=next(iter(models.values())).id)
+    return ctx.builder.ensure(art, build, tag="reward_scores")

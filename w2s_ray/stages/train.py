@@ -269,7 +269,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
             ctx.store.fs.delete_dir(ctx.store.path("ray_train", name))
         return metrics
 
-    return ctx.builder.ensure(art, build, tag=tag, base=base.id, data=data.id)
+    return ctx.builder.ensure(art, build, tag=tag)
 
 
 def sft(ctx: StageContext, base: ModelRef, data: Artifact, hp: TrainHParams | None = None,
