@@ -58,7 +58,7 @@ def test_dry_run_of_the_scale_grid_is_quick_and_dedup_beats_the_naive_grid(tmp_p
     assert not (tmp_path / "artifacts").exists(), "a dry run writes nothing"
 
 
-def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(tmp_path):
+def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(ray_local, tmp_path):
     from w2s_ray.stages.context import ModelRef
     from w2s_ray.stages.generate import stage_inference
 

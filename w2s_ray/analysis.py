@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from w2s_ray.artifacts import Artifact
 from w2s_ray.methods import ablations, pipeline
 from w2s_ray.stages import data
 from w2s_ray.stages.consistency import CATEGORIES, categories, partition_frame
@@ -50,31 +51,42 @@ def label_comparison(weak: pd.DataFrame, strong: pd.DataFrame, gold: pd.DataFram
     return out
 
 
-def pair_rows(ctx: StageContext, weak: str, strong: str, methods: list[str]) -> pd.DataFrame:
-    frames = []
+def pair_artifacts(ctx: StageContext, weak: str, strong: str, methods: list[str]) -> dict[str, Artifact]:
+    """The artifacts the pair's analyses read (built if missing); none unless a method relabels."""
     if not RELABEL_METHODS & set(methods):
+        return {}
+    arts = {"gold": data.split_table(ctx, "unlabeled", with_gold_labels=True),
+            "weak": pipeline.weak_labels(ctx, weak), "strong": pipeline.relabel(ctx, weak, strong),
+            "pair": pipeline.consistency(ctx, weak, strong)}
+    if "wts2" in methods:
+        arts["wts2"] = generate(ctx, ablations.wts2(ctx, weak, strong), pipeline.unlabeled_prompts(ctx),
+                                tag="relabel_wts2")
+    if SELECTION_METHODS & set(methods):
+        arts |= {"scores": pipeline.scores(ctx, weak, strong), "selected": pipeline.selected(ctx, weak, strong)}
+    return arts
+
+
+def pair_rows(ctx: StageContext, weak: str, strong: str, methods: list[str]) -> pd.DataFrame:
+    arts = pair_artifacts(ctx, weak, strong, methods)
+    if not arts:
         return pd.DataFrame(columns=["analysis", "capability", "metric", "value"])
-    gold = data.read(ctx, data.split_table(ctx, "unlabeled", with_gold_labels=True))
-    weak_df = data.read(ctx, pipeline.weak_labels(ctx, weak))
-    strong_df = data.read(ctx, pipeline.relabel(ctx, weak, strong))
-    pair = data.read(ctx, pipeline.consistency(ctx, weak, strong))
+    frames = []
+    gold, weak_df, strong_df, pair = (data.read(ctx, arts[k]) for k in ("gold", "weak", "strong", "pair"))
     by_cap = pair.groupby("capability")["consistent"]
     frames.append(tidy("partition", pd.DataFrame({
         "n_unlabeled": by_cap.size(), "n_consistent": by_cap.sum(),
         "n_inconsistent": by_cap.size() - by_cap.sum()}).astype(float)))
     frames.append(tidy("wts_vs_weak", label_comparison(weak_df, strong_df, gold)))
-    if "wts2" in methods:
-        wts2_labels = generate(ctx, ablations.wts2(ctx, weak, strong), pipeline.unlabeled_prompts(ctx),
-                               tag="relabel_wts2")
-        frames.append(tidy("wts2_vs_wts", label_comparison(strong_df, data.read(ctx, wts2_labels), gold)))
-    if SELECTION_METHODS & set(methods):
-        frames += selection_frames(ctx, weak, strong, pair, weak_df, strong_df, gold)
+    if "wts2" in arts:
+        frames.append(tidy("wts2_vs_wts", label_comparison(strong_df, data.read(ctx, arts["wts2"]), gold)))
+    if "selected" in arts:
+        frames += selection_frames(ctx, arts, pair, weak_df, strong_df, gold)
     return pd.concat(frames, ignore_index=True)
 
 
-def selection_frames(ctx, weak, strong, pair, weak_df, strong_df, gold) -> list[pd.DataFrame]:
+def selection_frames(ctx, arts, pair, weak_df, strong_df, gold) -> list[pd.DataFrame]:
     threshold = ctx.config.reward.threshold
-    scored = data.read(ctx, pipeline.scores(ctx, weak, strong))
+    scored = data.read(ctx, arts["scores"])
     hit = (scored["score"] > threshold).astype(int) == scored["target"]
     trained = scored[(scored["role"] == "negative") | (scored["target"] == 1)]
     reward = pd.DataFrame({
@@ -82,7 +94,7 @@ def selection_frames(ctx, weak, strong, pair, weak_df, strong_df, gold) -> list[
         "positive_accuracy": hit[scored["target"] == 1].groupby(scored["capability"]).mean(),
         "negative_accuracy": hit[scored["role"] == "negative"].groupby(scored["capability"]).mean(),
     })
-    chosen = data.read(ctx, pipeline.selected(ctx, weak, strong))
+    chosen = data.read(ctx, arts["selected"])
     n_weak = weak_df.groupby("capability").size()
     n_sel = chosen.groupby("capability").size().reindex(n_weak.index, fill_value=0)
     selection = pd.DataFrame({

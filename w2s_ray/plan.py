@@ -16,19 +16,19 @@ Training rows are upper bounds where a table is filtered (selection, subsets): D
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2s_ray import methods
+from w2s_ray import analysis, methods
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.config import SweepConfig
-from w2s_ray.methods import Target, pipeline
-from w2s_ray.methods.ablations import wts2
 from w2s_ray.models import resources
-from w2s_ray.stages import data, generate
+from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
+from w2s_ray.stages.evaluate import predictions
 
 A100_BF16_FLOPS = 312e12
 MFU = 0.35
@@ -58,21 +58,13 @@ class PlanBuilder:
 
 
 def trial_stages(ctx: StageContext, weak: str, strong: str, names: list[str]) -> None:
-    """What `sweep.run_trial` asks for: each method, its evaluation, and the pair's analyses."""
+    """What `sweep.run_trial` asks for, through the same calls: each method, its evaluation's
+    generations, and the artifacts of the pair's analyses."""
     test = data.split_table(ctx, "test", with_gold_labels=True)
     for name in names:
-        try:
-            made = methods.resolve(name, ctx.config.capabilities)(ctx, weak, strong)
-        except methods.NotApplicable:
-            continue
-        for target in made if isinstance(made, list) else [Target(made, test)]:
-            generate.generate(ctx, target.model, target.test, tag="evaluate")
-    if {"wts2", "mixed", "ours", "ours-random", "ours-one-stage"} & set(names):
-        pipeline.consistency(ctx, weak, strong)
-    if "wts2" in names:
-        generate.generate(ctx, wts2(ctx, weak, strong), pipeline.unlabeled_prompts(ctx), tag="relabel_wts2")
-    if {"ours", "ours-random", "ours-one-stage"} & set(names):
-        pipeline.selected(ctx, weak, strong)
+        with contextlib.suppress(methods.NotApplicable):
+            predictions(ctx, methods.targets(ctx, name, weak, strong, test))
+    analysis.pair_artifacts(ctx, weak, strong, names)
 
 
 def plan_stages(config: SweepConfig, naive: bool = False) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from ray import tune
 from w2s_ray import analysis
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
-from w2s_ray.methods import NotApplicable, Target, resolve
+from w2s_ray.methods import NotApplicable, targets
 from w2s_ray.models import tiny_ladder
 from w2s_ray.models.ladder import tiny_rungs
 from w2s_ray.report import write_results
@@ -44,15 +44,12 @@ def run_trial(params: dict) -> None:
                       holder=f"{run_id}-{weak}-{strong}-{seed}-{uuid.uuid4().hex[:6]}")
     ctx = StageContext(config, store, builder, seed)
     frames = []
+    test = data.split_table(ctx, "test", with_gold_labels=True)
     for name in config.methods:
         try:
-            made = resolve(name, config.capabilities)(ctx, weak, strong)
+            frames.append(evaluate(ctx, targets(ctx, name, weak, strong, test)).assign(method=name))
         except NotApplicable as why:
             log.warning("%s on %s -> %s: %s", name, weak, strong, why)
-            continue
-        test = data.split_table(ctx, "test", with_gold_labels=True)
-        targets = made if isinstance(made, list) else [Target(made, test)]
-        frames.append(evaluate(ctx, targets).assign(method=name))
     keys = {"sweep": config.name, "weak": weak, "strong": strong, "seed": seed}
     rows = pd.concat(frames, ignore_index=True).assign(**keys)
     rows = rows[[*keys, "method", "capability", "metric", "value"]]

@@ -6,6 +6,6 @@ relabel and every ablation that starts from it.
 """
 
 from w2s_ray.methods import ablations, baselines, ours  # noqa: F401  (registers the recipes)
-from w2s_ray.methods.registry import METHODS, NotApplicable, Target, allowed, resolve
+from w2s_ray.methods.registry import METHODS, NotApplicable, Target, allowed, resolve, targets
 
-__all__ = ["METHODS", "NotApplicable", "Target", "allowed", "resolve"]
+__all__ = ["METHODS", "NotApplicable", "Target", "allowed", "resolve", "targets"]

@@ -65,3 +65,10 @@ def resolve(name: str, capabilities: list[str]) -> Callable:
             raise ValueError(f"methods: {name!r}: the proportion must be a number in [0, 1], e.g. {prefix}-0.25")
         return functools.partial(fn, p=p)
     raise ValueError(f"methods: unknown method {name!r}; allowed: {allowed()}")
+
+
+def targets(ctx, name: str, weak: str, strong: str, test: Artifact) -> list[Target]:
+    """What the method's evaluation runs on: its model on `test`, or the recipe's own targets
+    (wts-s, icl). Raises NotApplicable where the method does not apply to the pair."""
+    made = resolve(name, ctx.config.capabilities)(ctx, weak, strong)
+    return made if isinstance(made, list) else [Target(made, test)]

@@ -21,8 +21,13 @@ def score_frame(preds: pd.DataFrame) -> pd.DataFrame:
     return per_cap.reset_index().melt(id_vars="capability", var_name="metric", value_name="value")
 
 
+def predictions(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> list[Artifact]:
+    """Each target model's generations on its test table."""
+    return [generate(ctx, model, test, tag="evaluate") for model, test in targets]
+
+
 def evaluate(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> pd.DataFrame:
     """Metrics of (model, test table) targets, pooled: most methods have one target, the test
     split; wts-s has one per capability and icl changes the prompts."""
-    preds = [data.read(ctx, generate(ctx, model, test, tag="evaluate")) for model, test in targets]
+    preds = [data.read(ctx, art) for art in predictions(ctx, targets)]
     return score_frame(pd.concat(preds, ignore_index=True))
