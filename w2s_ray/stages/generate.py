@@ -70,37 +70,38 @@ def stage_inference(ctx: StageContext, model: ModelRef) -> InferenceSpec:
     return resources.inference_spec(inf, size) if size else inf
 
 
-def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend: Callable,
-                   outputs: list[str], inf: InferenceSpec, options: dict | None = None
-                   ) -> tuple[pd.DataFrame, float]:
-    """`df` with the backend's `outputs` columns added, through a Ray Data actor pool (model loaded
-    once per actor); also the backend's summed compute seconds. Row order is kept."""
+def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backends: dict[str, Callable],
+                   outputs: list[str]) -> tuple[pd.DataFrame, dict]:
+    """`df` with the `outputs` columns of the backend `inference.backend` picks among `backends`,
+    through a Ray Data actor pool (model loaded once per actor), row order kept; also what ran
+    it: the summed compute seconds, the backend and the reason for it."""
+    inf = stage_inference(ctx, model)
+    backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    ds = model_dataset(ray.data.from_pandas(rows), inf, backend, ctx.store.root, model, options or {})
+    ds = model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
+                       engine_options(inf, backend))
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
-    return merged.reset_index(drop=True), compute
+    return merged.reset_index(drop=True), {"compute_seconds": compute, "backend": backend,
+                                           "backend_reason": why}
 
 
 def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Completions for every row of `prompts` with the extracted answer, and what ran them."""
-    inf = stage_inference(ctx, model)
     df = prompts.copy()
     df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
     df["stop"] = [registry.get(c).stop for c in df["capability"]]
     # Homogeneous batches: rows of one capability and similar length pad and stop together.
     df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
-    backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
-    out, compute = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
-                                  BACKENDS[backend], ["completion"], inf, engine_options(inf, backend))
+    out, ran = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
+                              BACKENDS, ["completion"])
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
     merged["answer"] = [registry.get(c).extract_answer(p, t) for c, p, t in
                         zip(merged["capability"], merged["prompt"], merged["label_text"])]
-    return merged.drop(columns="completion"), {"compute_seconds": compute, "backend": backend,
-                                                "backend_reason": why}
+    return merged.drop(columns="completion"), ran
 
 
 def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:

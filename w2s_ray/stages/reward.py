@@ -24,10 +24,9 @@ from w2s_ray.artifacts import Artifact
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import prompt_ids
 from w2s_ray.stages.backends import SCORERS
-from w2s_ray.stages.choose import choose_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.data import TABLE, read
-from w2s_ray.stages.generate import engine_options, map_with_model, stage_inference
+from w2s_ray.stages.generate import map_with_model
 from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import Buckets, train
 
@@ -133,9 +132,8 @@ def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> Mo
 def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Backend as for generation; the vLLM scorer itself falls back to transformers (logged)
     where vLLM does not serve the reward model's architecture."""
-    inf = stage_inference(ctx, model)
-    backend, _ = choose_backend(inf, model_params(ctx.store, model), len(df))
-    return map_with_model(ctx, model, df, SCORERS[backend], ["score"], inf, engine_options(inf, backend))
+    scored, ran = map_with_model(ctx, model, df, SCORERS, ["score"])
+    return scored, ran["compute_seconds"]
 
 
 def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact) -> Artifact:
