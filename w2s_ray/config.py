@@ -87,8 +87,6 @@ class InferenceSpec(Strict):
     concurrency: int = Field(256, ge=1, description="sequences one vLLM engine decodes at once "
                                                     "(max_num_seqs)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine")
-    chat_template: bool = Field(False, description="wrap prompts in the tokenizer's chat template "
-                                                   "(off for base models)")
     cpus_per_actor: float = Field(0.5, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
     torch_threads: int = Field(1, ge=1)

@@ -19,14 +19,6 @@ import torch
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 
 
-def encode_prompt(tok, prompt: str, chat_template: bool) -> list[int]:
-    """Base models see the raw prompt (BOS-led); chat models, the prompt as one user turn."""
-    if chat_template:
-        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                       add_generation_prompt=True)
-    return prompt_ids(tok, prompt)
-
-
 def stops_of(batch: dict[str, np.ndarray]) -> list[str]:
     return [str(s) for s in batch["stop"]] if "stop" in batch else [""] * len(batch["prompt"])
 
@@ -40,18 +32,17 @@ def cut_at_stop(text: str, stop: str) -> str:
 class TransformersBackend:
     """Batched, left-padded greedy `generate` with the KV cache."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str, chat_template: bool = False):
+    def __init__(self, path: str, torch_threads: int, dtype: str):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(torch_threads)
-        self.chat_template = chat_template
         self.tok = load_tokenizer(path, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        ids = [encode_prompt(self.tok, p, self.chat_template) for p in batch["prompt"]]
+        ids = [prompt_ids(self.tok, p) for p in batch["prompt"]]
         enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
         budgets = batch["max_new_tokens"].astype(int)
         out = self.model.generate(

@@ -109,8 +109,7 @@ def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "ge
     inf = ctx.config.inference
     caps = ctx.config.capabilities
     art = Artifact.make("generate", VERSION, [model.id, table.id],
-                        {"dtype": inf.dtype, "chat_template": inf.chat_template,
-                         "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
+                        {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
                          "stop": {c: registry.get(c).stop for c in caps}})
 
     def build(folder: str) -> dict:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from w2s_ray.models.tokenizer import load_tokenizer, tokenizer_path
-from w2s_ray.stages.backends import TransformersScorer, cut_at_stop, encode_prompt, stops_of
+from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, tokenizer_path
+from w2s_ray.stages.backends import TransformersScorer, cut_at_stop, stops_of
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,8 @@ def start_engine(path: str, dtype: str, tensor_parallel_size: int, max_num_seqs:
 class VLLMBackend:
     """Greedy generation with one vLLM engine; each row gets its own budget and stop string."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str, chat_template: bool = False,
-                 tensor_parallel_size: int = 1, max_num_seqs: int = 256):
-        self.chat_template = chat_template
+    def __init__(self, path: str, torch_threads: int, dtype: str, tensor_parallel_size: int = 1,
+                 max_num_seqs: int = 256):
         # Our own tokenizer encodes, so prompts are the token ids the transformers backend feeds;
         # vLLM uses the same tokenizer only to detokenize and match stop strings.
         self.tok = load_tokenizer(path)
@@ -82,7 +81,7 @@ class VLLMBackend:
         from vllm import SamplingParams, TokensPrompt
 
         start = time.perf_counter()
-        prompts = [TokensPrompt(prompt_token_ids=encode_prompt(self.tok, p, self.chat_template))
+        prompts = [TokensPrompt(prompt_token_ids=prompt_ids(self.tok, p))
                    for p in batch["prompt"]]
         params = [SamplingParams(temperature=0.0, max_tokens=int(n), stop=[s] if s else None,
                                  include_stop_str_in_output=True, skip_special_tokens=True)
