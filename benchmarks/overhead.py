@@ -31,7 +31,7 @@ from w2s_ray.sweep import run_sweep
 def sweep_overhead(root: str) -> tuple[float, float]:
     config = load_config("smoke", {"storage": root, "name": "overhead"})
     start = time.perf_counter()
-    _, _, stage_log = run_sweep(config)
+    stage_log = run_sweep(config).stage_log
     wall = time.perf_counter() - start
     built = stage_log[stage_log["status"] == "built"]
     return wall, float(built["compute_seconds"].fillna(0).sum())

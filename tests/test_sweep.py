@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
 from w2s_ray.artifacts import StageLog, Store
@@ -20,17 +21,21 @@ SHARED_WEAK = [
 ]
 
 
-def run_cli(*args: str) -> str:
+def run_cli(*args: str, cwd: Path = ROOT) -> str:
     proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), *args],
-                          capture_output=True, text=True, timeout=1200, cwd=ROOT, check=False)
+                          capture_output=True, text=True, timeout=1200, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 
 
 @pytest.mark.slow
-def test_smoke_sweep_shares_the_weak_model_and_a_rerun_trains_nothing(tmp_path):
-    storage = str(tmp_path / "store")
-    first = run_cli("--preset", "smoke", "--storage", storage, *SHARED_WEAK)
+def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothing(tmp_path):
+    # As a new user runs it: no --storage, so the preset's relative `runs` root, which every Ray
+    # process would otherwise resolve against its own working directory.
+    first = run_cli("--preset", "smoke", *SHARED_WEAK, cwd=tmp_path)
+    storage = str(tmp_path / "runs")
+    assert f"storage: {storage}" in first
+    assert (tmp_path / "runs" / "artifacts" / "sft").is_dir()
     store = Store(storage)
     log = StageLog(store, "smoke", "").frame()
     sft = log[log["stage"] == "sft"]
@@ -44,14 +49,19 @@ def test_smoke_sweep_shares_the_weak_model_and_a_rerun_trains_nothing(tmp_path):
     assert set(rows["method"]) == {"weak", "wts", "ceiling"}
     assert set(rows["capability"]) == {"arithmetic", "facts", "scan", "temporal"}
     assert rows.query("metric == 'n'")["value"].eq(16).all()
-    table = (tmp_path / "store" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
+    table = (tmp_path / "runs" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
+    saved = [store.read_json(f"{run.path}/config.json") for run in
+             store.fs.get_file_info(pafs.FileSelector(store.path("sweeps", "smoke", "runs")))]
+    assert [c["storage"] for c in saved] == [storage], "the run saves the resolved root"
 
-    second = run_cli("--preset", "smoke", "--storage", storage, *SHARED_WEAK)
+    second = run_cli("--preset", "smoke", *SHARED_WEAK, cwd=tmp_path)
     assert "training stages executed: 0" in second
+    wts_key = built.loc[built["tag"] == "wts", "key"].iloc[0]
+    assert f"wts {wts_key[:8]} (reused) used by: evaluate" in second
     log2 = StageLog(store, "smoke", "").frame()
     rerun = log2[~log2["run_id"].isin(log["run_id"])]
     assert not rerun.empty and (rerun["status"] == "reused").all()
-    assert (tmp_path / "store" / "sweeps" / "smoke" / "results" / "pgr.md").read_text() == table
+    assert (tmp_path / "runs" / "sweeps" / "smoke" / "results" / "pgr.md").read_text() == table
     pd.testing.assert_frame_equal(store.read_table(f"{results}/rows.parquet"), rows)
     assert table.splitlines()[0] in first and table.splitlines()[0] in second
 

@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from w2s_ray import node_cache
+
 log = logging.getLogger(__name__)
 
 MARKER = "COMMITTED.json"
@@ -120,20 +122,13 @@ class Store:
         pafs.copy_files(str(local), dest, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
 
-    def local_dir(self, folder: str) -> str:
-        """A local path holding `folder`: itself on a local store, else a cached download."""
+    def local_dir(self, folder: str, weights: bool = True) -> str:
+        """A local path holding `folder`: itself on a local store, else the node's cached copy
+        (without weight files when `weights` is False)."""
         if self.local:
             return folder
-        target = cache_dir() / "remote" / hashlib.sha256(f"{self.root}|{folder}".encode()).hexdigest()[:24]
-        if not target.exists():
-            tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
-            pafs.copy_files(folder, str(tmp), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
-            try:
-                tmp.rename(target)
-            except OSError:  # another actor on this node finished first
-                pass
-        return str(target)
+        name = hashlib.sha256(f"{self.root}|{folder}".encode()).hexdigest()[:24]
+        return str(node_cache.fetch(self.fs, folder, cache_dir() / "remote", name, weights))
 
     # -- artifacts ---------------------------------------------------------------------------
     def marker(self, art: Artifact) -> str:

@@ -57,11 +57,17 @@ def main(argv: list[str]) -> int:
 
         print(dry_run(config))
         return 0
-    from w2s_ray.sweep import init_ray, run_sweep, summarize_stage_log
+    from w2s_ray.sweep import SweepFailed, init_ray, run_sweep, summarize_stage_log
 
+    print(f"storage: {config.storage}")
     init_ray(args.num_cpus)
-    _, tables, stage_log = run_sweep(config)
-    print(summarize_stage_log(stage_log))
+    try:
+        result = run_sweep(config)
+    except SweepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    tables = result.tables
+    print(summarize_stage_log(result.stage_log))
     print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):")
     print(tables["pgr"].to_markdown(index=False))
     print("\nPer capability:")
@@ -69,4 +75,9 @@ def main(argv: list[str]) -> int:
     if "selection" in tables:
         print("\nReward-model selection (average over capabilities; gold read for analysis only):")
         print(tables["selection"].to_markdown(index=False))
+    print(f"\nresults: {result.results}")
+    if result.failed:
+        print(f"\n{len(result.failed)} trial(s) failed; the tables above leave them out:",
+              *result.failed, sep="\n  ", file=sys.stderr)
+        return 1
     return 0

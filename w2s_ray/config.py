@@ -188,6 +188,12 @@ class SweepConfig(Strict):
                                  f"allowed methods: {methods.allowed()}")
         return self
 
+    def with_absolute_roots(self) -> SweepConfig:
+        roots = {"storage": absolute_root(self.storage)}
+        if self.data_dir is not None:
+            roots["data_dir"] = absolute_root(self.data_dir)
+        return self.model_copy(update=roots)
+
     def sizes_for(self, capability: str) -> SplitSizes:
         return self.split_overrides.get(capability, self.splits)
 
@@ -264,8 +270,21 @@ def build_config(data: dict[str, Any]) -> SweepConfig:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
+def absolute_root(root: str) -> str:
+    """A local root as an absolute path; a URI (s3://, gs://, file://) as it is.
+
+    Every Ray process (Tune trial, Train worker, Data actor) has its own working directory, so a
+    relative root must be resolved once, here in the driver, or each process would make its own
+    store and nothing would be shared or kept.
+    """
+    if "://" in root:
+        return root
+    return str(Path(root).expanduser().resolve())
+
+
 def load_config(preset: str, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    """The driver's config: the preset, then the overrides, with its roots made absolute."""
     data = load_preset(preset)
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)
-    return build_config(data)
+    return build_config(data).with_absolute_roots()

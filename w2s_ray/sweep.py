@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
+from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import ray
@@ -64,11 +67,31 @@ def run_trial(params: dict) -> None:
                  **{f"acc_{m}": float(v) for m, v in avg.items()}})
 
 
-def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
-    """Run the grid; returns (tidy metric rows, tables, this run's stage log)."""
+class SweepResult(NamedTuple):
+    rows: pd.DataFrame  # tidy metric rows of the trials that finished
+    tables: dict[str, pd.DataFrame]
+    stage_log: pd.DataFrame  # this run's events
+    failed: list[str]  # one line per failed trial: "<weak> -> <strong> seed <s>: <first error line>"
+    results: str  # where the tables were written
+
+
+class SweepFailed(RuntimeError):
+    """No trial finished, so there is no table to write."""
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Run the grid; tables cover every (pair, seed) that finished, failures are listed."""
+    config = config.with_absolute_roots()
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
     leases_for(store)  # made by the driver, before any trial can race to create it
+    run_folder = store.path("sweeps", config.name, "runs", run_id)
+    store.write_json(f"{run_folder}/config.json", config.model_dump(mode="json"))
     if tiny_rungs(config.ladder.rungs):
         tiny_ladder.build_ladder(tiny_rungs(config.ladder.rungs))
     pairs = config.pair_list()
@@ -81,22 +104,34 @@ def run_sweep(config: SweepConfig) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
         tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
         # A new experiment per run, not Tuner.restore: a trial keeps no state of its own (all it
         # made is an artifact), so a rerun resumes by reusing what is committed (README: Resume).
+        # One retry: a trial lost with its node (or to a transient error) runs again and reuses
+        # every artifact it had committed; a second failure is the trial's own and is reported.
         run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
-                                  verbose=1),
+                                  verbose=1, failure_config=tune.FailureConfig(max_failures=1)),
     )
     grid = tuner.fit()
-    failed = [r.error for r in grid if r.error is not None]
-    if failed:
-        raise RuntimeError(f"{len(failed)} trial(s) failed; first error: {failed[0]}")
-    rows = pd.concat([store.read_table(r.metrics["rows"]) for r in grid], ignore_index=True)
+    finished = [r for r in grid if r.error is None and r.metrics and "rows" in r.metrics]
+    failed = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}: "
+              f"{first_line(r.error)}" for r in grid if r.error is not None]
+    stage_log = StageLog(store, config.name, run_id).frame()
+    stage_log = stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
+    if not finished:
+        raise SweepFailed(f"all {len(failed)} trial(s) failed:\n  " + "\n  ".join(failed))
+    rows = pd.concat([store.read_table(r.metrics["rows"]) for r in finished], ignore_index=True)
     rows = rows.sort_values(["weak", "strong", "seed", "method", "capability", "metric"], ignore_index=True)
-    notes = pd.concat([store.read_table(r.metrics["analysis"]) for r in grid], ignore_index=True)
+    notes = pd.concat([store.read_table(r.metrics["analysis"]) for r in finished], ignore_index=True)
     notes = notes.sort_values(["weak", "strong", "seed", "analysis", "capability", "metric"],
                               ignore_index=True)
-    tables = write_results(store, store.path("sweeps", config.name, "results"), rows, notes,
-                           config.methods)
-    stage_log = StageLog(store, config.name, run_id).frame()
-    return rows, tables, stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
+    results = store.path("sweeps", config.name, "results")
+    # The tables of a partial grid must not read as complete: the failures are written beside
+    # them first, so no reader sees the new tables without the list.
+    failures = f"{results}/FAILED.txt"
+    if failed:
+        store.write_bytes_atomic(failures, ("\n".join(failed) + "\n").encode())
+    elif store.exists(failures):
+        store.fs.delete_file(failures)
+    tables = write_results(store, results, rows, notes, config.methods)
+    return SweepResult(rows, tables, stage_log, failed, store.uri("sweeps", config.name, "results"))
 
 
 def consumers(stage_log: pd.DataFrame, artifact_id: str) -> tuple[set[str], set[str]]:
@@ -131,6 +166,9 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
 
 def init_ray(num_cpus: int | None) -> None:
     """Join a cluster when RAY_ADDRESS is set (ray job submit), else start Ray in this process."""
+    # Like the store, the cache root is resolved here: Ray's processes each have their own cwd.
+    if os.environ.get("W2S_RAY_CACHE"):
+        os.environ["W2S_RAY_CACHE"] = str(Path(os.environ["W2S_RAY_CACHE"]).expanduser().resolve())
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, namespace="w2s_ray",
                  logging_level=logging.WARNING)

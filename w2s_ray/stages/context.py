@@ -19,9 +19,10 @@ class ModelRef:
     rung: str | None = None  # the ladder rung it descends from: picks its resource plan
 
 
-def local_model_path(root: str, source: str, is_artifact: bool) -> str:
-    """A local path for from_pretrained: artifacts are fetched from the store if it is remote."""
-    return Store(root).local_dir(source) if is_artifact else source
+def local_model_path(root: str, source: str, is_artifact: bool, weights: bool = True) -> str:
+    """A local path for from_pretrained: artifacts are fetched from the store if it is remote
+    (config and tokenizer only, when the caller never reads the weights)."""
+    return Store(root).local_dir(source, weights) if is_artifact else source
 
 
 @dataclass

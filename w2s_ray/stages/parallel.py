@@ -32,6 +32,11 @@ from w2s_ray.config import TrainHParams
 PROGRESS = "progress.json"
 
 
+def reads_weights(hp: TrainHParams, rank: int, world: int) -> bool:
+    """Whether this rank reads the base weights from disk (see `load`)."""
+    return hp.strategy != "fsdp" or world == 1 or rank == 0
+
+
 def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.Module:
     """The model as this worker trains it. Under FSDP only rank 0 reads the checkpoint into host
     memory; the other ranks build it on the meta device and receive their shards from rank 0

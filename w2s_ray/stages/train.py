@@ -181,7 +181,8 @@ def train_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(hp.torch_threads)
     torch.manual_seed(cfg["seed"])
     store = Store(cfg["root"])
-    path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"])
+    path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"],
+                            weights=parallel.reads_weights(hp, rank, world))
     tok = load_tokenizer(path)
     model = parallel.load(task, path, hp, rank, world)
     df = store.read_table(cfg["data"])
