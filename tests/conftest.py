@@ -18,6 +18,30 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 protocol server (moto) on loopback; pyarrow, Ray and boto3 find it through
+    AWS_ENDPOINT_URL, the same override a user sets for MinIO or R2. Yields the endpoint."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3").create_bucket(Bucket="w2s")
+    yield env["AWS_ENDPOINT_URL"]
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """An untrained two-layer Qwen2 with the word-level tokenizer, saved like a hub checkpoint."""
     from transformers import Qwen2ForCausalLM

@@ -1,0 +1,118 @@
+"""The node-local cache of a remote store, against a real S3 server: one download per node and
+artifact, no partial copy after a killed download, weights only for processes that read them, and
+least-recently-used eviction past the budget."""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s_ray import node_cache
+from w2s_ray.artifacts import Store
+
+
+def put(store: Store, folder: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        store.write_bytes_atomic(f"{folder}/{name}", data)
+
+
+def fetch_in_process(root: str, folder: str, cache: str, out) -> None:
+    os.environ["W2S_RAY_CACHE"] = cache
+    out.put(Store(root).local_dir(folder))
+
+
+def test_concurrent_readers_on_one_node_share_one_download(s3_server, tmp_path, monkeypatch):
+    store = Store(f"s3://w2s/{tmp_path.name}-share")
+    folder = store.path("artifacts", "sft", "k1", "attempt-1")
+    put(store, folder, {"model.safetensors": os.urandom(4 << 20), "config.json": b"{}"})
+    cache = tmp_path / "cache"
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=fetch_in_process, args=(store.root, folder, str(cache), out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    paths = {out.get(timeout=120) for _ in procs}
+    for p in procs:
+        p.join(timeout=60)
+    assert len(paths) == 1
+    local = Path(paths.pop())
+    assert (local / "model.safetensors").stat().st_size == 4 << 20
+    assert len(node_cache.downloads(cache / "remote")) == 1, "the other three waited and reused it"
+    assert not list((cache / "remote").glob("*.tmp-*"))
+
+
+def partial(folder: Path) -> bool:
+    """Whether a download into `folder` has begun writing and not yet been renamed into place."""
+    try:
+        return any(".tmp-" in name and os.listdir(folder / name) for name in os.listdir(folder))
+    except FileNotFoundError:  # the folder does not exist yet, or was renamed while we looked
+        return False
+
+
+def test_a_killed_download_leaves_no_copy_that_reads_as_complete(s3_server, tmp_path):
+    store = Store(f"s3://w2s/{tmp_path.name}-kill")
+    folder = store.path("artifacts", "sft", "k2", "attempt-1")
+    put(store, folder, {f"model-{i}.safetensors": os.urandom(32 << 20) for i in range(6)})
+    cache = tmp_path / "cache"
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()  # held here: the child unpickles it after start()
+    proc = ctx.Process(target=fetch_in_process, args=(store.root, folder, str(cache), out))
+    proc.start()
+    deadline = time.time() + 300
+    while time.time() < deadline and not partial(cache / "remote"):
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert list((cache / "remote").glob("*.tmp-*")), "killed mid-copy, with a partial folder"
+    assert not node_cache.downloads(cache / "remote")
+
+    os.environ["W2S_RAY_CACHE"] = str(cache)
+    try:
+        local = Path(store.local_dir(folder))
+    finally:
+        del os.environ["W2S_RAY_CACHE"]
+    assert sorted(p.name for p in local.iterdir()) == [f"model-{i}.safetensors" for i in range(6)]
+    assert all(p.stat().st_size == 32 << 20 for p in local.iterdir())
+    assert not list((cache / "remote").glob("*.tmp-*")), "the stale partial copy is removed"
+
+
+def test_a_process_that_reads_no_weights_copies_no_weights(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / "cache"))
+    store = Store(f"s3://w2s/{tmp_path.name}-meta")
+    folder = store.path("artifacts", "sft", "k3", "attempt-1")
+    put(store, folder, {"model.safetensors": b"w" * 1000, "config.json": b"{}",
+                        "tokenizer/tokenizer.json": b"{}"})
+    light = Path(store.local_dir(folder, weights=False))
+    assert sorted(str(p.relative_to(light)) for p in light.rglob("*") if p.is_file()) == \
+        ["config.json", "tokenizer/tokenizer.json"]
+    full = Path(store.local_dir(folder))
+    assert (full / "model.safetensors").read_bytes() == b"w" * 1000
+
+
+def test_least_recently_used_copies_go_past_the_budget(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("W2S_RAY_CACHE_GB", str(2500 / 1e9))  # room for two 1,000-byte copies
+    monkeypatch.setattr(node_cache, "IN_USE_S", 0.0)
+    store = Store(f"s3://w2s/{tmp_path.name}-lru")
+    paths = {}
+    for i, name in enumerate("abc"):
+        folder = store.path("artifacts", "sft", name, "attempt-1")
+        put(store, folder, {"model.safetensors": b"x" * 1000})
+        paths[name] = Path(store.local_dir(folder))
+        os.utime(paths[name], (1000.0 * (i + 1),) * 2)  # a, b, c used in that order
+    assert not paths["a"].exists() and paths["b"].exists() and paths["c"].exists()
+    os.utime(paths["b"], (5000.0,) * 2)  # b read again: c is now the least recently used
+    folder = store.path("artifacts", "sft", "d", "attempt-1")
+    put(store, folder, {"model.safetensors": b"x" * 1000})
+    store.local_dir(folder)
+    assert paths["b"].exists() and not paths["c"].exists()
+
+
+def test_a_budget_that_is_not_a_number_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("W2S_RAY_CACHE_GB", "lots")
+    with pytest.raises(ValueError, match="W2S_RAY_CACHE_GB: expected a number of GB, got 'lots'"):
+        node_cache.budget_bytes(tmp_path)
