@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import load_config
 from w2s_ray.models import tiny_ladder
+from w2s_ray.models.ladder import publish_tiny_ladder
 from w2s_ray.models.tokenizer import load_tokenizer
 from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
@@ -42,6 +43,7 @@ def train_throughputs(root: str) -> dict[str, float]:
     config = load_config("smoke", overrides)
     store = Store(root)
     builder = Builder(store, StageLog(store, "bench", "bench"), lease_book("bench"), "bench")
+    publish_tiny_ladder(store, ["t2"], builder.stage_log)
     ctx = StageContext(config, store, builder, seed=0)
     base = ctx.base("t2")
     table = data.split_table(ctx, "labeled", with_gold_labels=True)

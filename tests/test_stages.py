@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from w2s_ray.artifacts import Artifact, Builder, StageLog, Store, lease_book
 from w2s_ray.config import load_config
+from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 from w2s_ray.stages import data
 from w2s_ray.stages.context import ModelRef, StageContext
@@ -19,6 +20,7 @@ def context(tmp_path, **overrides) -> StageContext:
     config = load_config("smoke", {"storage": str(tmp_path), **overrides})
     store = Store(config.storage)
     builder = Builder(store, StageLog(store, config.name, "test"), lease_book("stages"), "holder")
+    publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), builder.stage_log)
     return StageContext(config, store, builder, seed=0)
 
 

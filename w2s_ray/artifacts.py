@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from w2s_ray import node_cache
 
@@ -173,11 +173,12 @@ class LeaseBook:
 
 
 def lease_book(namespace_key: str) -> ray.actor.ActorHandle:
-    # Never inside the caller's placement group: the book must outlive the trial that made it.
-    return LeaseBook.options(
-        name=f"w2s-leases-{namespace_key}", get_if_exists=True, lifetime="detached",
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote()
+    """The sweep's lease book, made by the driver on the driver's node (the head under `ray job
+    submit`): a worker node that is lost must not take the leases with it. Trials get the same
+    actor by name."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return LeaseBook.options(name=f"w2s-leases-{namespace_key}", get_if_exists=True,
+                             lifetime="detached", scheduling_strategy=here).remote()
 
 
 class StageLog:

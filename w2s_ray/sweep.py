@@ -22,8 +22,7 @@ from w2s_ray import analysis
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
 from w2s_ray.methods import NotApplicable, targets
-from w2s_ray.models import tiny_ladder
-from w2s_ray.models.ladder import tiny_rungs
+from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
 from w2s_ray.report import write_results
 from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
@@ -44,7 +43,9 @@ def run_trial(params: dict) -> None:
     seed, run_id = params["seed"], params["run_id"]
     store = Store(config.storage)
     builder = Builder(store, StageLog(store, config.name, run_id), leases_for(store),
-                      holder=f"{run_id}-{weak}-{strong}-{seed}-{uuid.uuid4().hex[:6]}")
+                      # Stable across Tune's retry of this trial: a trial lost with its node
+                      # takes its leases back at once instead of waiting for them to lapse.
+                      holder=f"{run_id}-{weak}-{strong}-{seed}")
     ctx = StageContext(config, store, builder, seed)
     frames = []
     test = data.split_table(ctx, "test", with_gold_labels=True)
@@ -92,8 +93,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     leases_for(store)  # made by the driver, before any trial can race to create it
     run_folder = store.path("sweeps", config.name, "runs", run_id)
     store.write_json(f"{run_folder}/config.json", config.model_dump(mode="json"))
-    if tiny_rungs(config.ladder.rungs):
-        tiny_ladder.build_ladder(tiny_rungs(config.ladder.rungs))
+    publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), StageLog(store, config.name, run_id))
     pairs = config.pair_list()
     trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus})
     tuner = tune.Tuner(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from w2s_ray.artifacts import cache_dir
 from w2s_ray.capabilities import registry
@@ -209,7 +210,10 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
     staged = {r.name: final / f"{r.name}.tmp-{uuid.uuid4().hex[:8]}" for r in missing}
     # Longest first, so the two CPUs finish together.
     missing.sort(key=lambda r: -r.steps * r.hidden**2 * r.layers)
-    stats = ray.get([pretrain_rung.remote(recipe, r, str(tok_dir), str(staged[r.name])) for r in missing])
+    # On this node: the rungs are written to this machine's cache, which no other node can see.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    stats = ray.get([pretrain_rung.options(scheduling_strategy=here).remote(
+        recipe, r, str(tok_dir), str(staged[r.name])) for r in missing])
     for s in stats:
         (staged[s["rung"]] / "pretrain.json").write_text(
             json.dumps({**s, "recipe": dataclasses.asdict(recipe.rung(s["rung"]))}, indent=1))

@@ -41,7 +41,7 @@ def model_params(store: Store, model: ModelRef) -> int | None:
     """Parameters of a Qwen2/Llama-shaped model from its config.json, or None if unreadable."""
     path = f"{model.source}/config.json"
     try:
-        cfg = store.read_json(path) if model.artifact is not None else Store("/").read_json(path)
+        cfg = store.read_json(path) if model.stored else Store("/").read_json(path)
         h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
     except (OSError, ValueError, KeyError):
         return None  # e.g. a hub id, or another family: the rule then takes the smallest size

@@ -17,12 +17,13 @@ class ModelRef:
     source: str  # hub id or local path for a base model; a store folder for an artifact
     artifact: Artifact | None = None
     rung: str | None = None  # the ladder rung it descends from: picks its resource plan
+    stored: bool = False  # `source` is a folder of the store (fetched to a node's cache if remote)
 
 
-def local_model_path(root: str, source: str, is_artifact: bool, weights: bool = True) -> str:
-    """A local path for from_pretrained: artifacts are fetched from the store if it is remote
+def local_model_path(root: str, source: str, stored: bool, weights: bool = True) -> str:
+    """A local path for from_pretrained: a folder of a remote store is fetched to this node's cache
     (config and tokenizer only, when the caller never reads the weights)."""
-    return Store(root).local_dir(source, weights) if is_artifact else source
+    return Store(root).local_dir(source, weights) if stored else source
 
 
 @dataclass
@@ -34,9 +35,9 @@ class StageContext:
     rungs: dict[str, str] = field(default_factory=dict)  # trained model id -> rung of its base
 
     def base(self, rung: str) -> ModelRef:
-        identity, source = base_source(self.config.ladder.rung(rung))
-        return ModelRef(id=f"base:{identity}", source=source, rung=rung)
+        identity, source, stored = base_source(self.config.ladder.rung(rung), self.store)
+        return ModelRef(id=f"base:{identity}", source=source, rung=rung, stored=stored)
 
     def model(self, art: Artifact) -> ModelRef:
         return ModelRef(id=art.id, source=self.store.location(art), artifact=art,
-                        rung=self.rungs.get(art.id))
+                        rung=self.rungs.get(art.id), stored=True)

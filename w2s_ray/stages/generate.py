@@ -28,9 +28,9 @@ VERSION = 2
 class _Actor:
     """Ray Data actor: resolves the model to a local folder on its own node, then wraps a backend."""
 
-    def __init__(self, backend: Callable, root: str, source: str, is_artifact: bool, torch_threads: int,
+    def __init__(self, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
                  dtype: str, options: dict):
-        path = local_model_path(root, source, is_artifact)
+        path = local_model_path(root, source, stored)
         self.impl = backend(path, torch_threads, dtype, **options)
 
     def __call__(self, batch):
@@ -50,7 +50,7 @@ def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, r
     return ds.map_batches(
         _Actor,
         fn_constructor_kwargs={"backend": backend, "root": root, "source": model.source,
-                               "is_artifact": model.artifact is not None,
+                               "stored": model.stored,
                                "torch_threads": inf.torch_threads, "dtype": inf.dtype,
                                "options": options},
         batch_size=inf.batch_size,

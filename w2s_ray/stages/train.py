@@ -181,7 +181,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(hp.torch_threads)
     torch.manual_seed(cfg["seed"])
     store = Store(cfg["root"])
-    path = local_model_path(cfg["root"], cfg["source"], cfg["is_artifact"],
+    path = local_model_path(cfg["root"], cfg["source"], cfg["stored"],
                             weights=parallel.reads_weights(hp, rank, world))
     tok = load_tokenizer(path)
     model = parallel.load(task, path, hp, rank, world)
@@ -248,7 +248,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
         rows = len(ctx.store.read_table(f"{ctx.store.location(data)}/{TABLE}"))
         if rows == 0:
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
-        cfg = {"root": ctx.store.root, "source": base.source, "is_artifact": base.artifact is not None,
+        cfg = {"root": ctx.store.root, "source": base.source, "stored": base.stored,
                "data": f"{ctx.store.location(data)}/{TABLE}", "out": folder, "hp": hp.model_dump(),
                "seed": ctx.seed, "task": task}
         # A stable run name under the store: a rerun after the driver died finds the run's

@@ -1,0 +1,87 @@
+"""A cloud run rehearsed on one machine: a Ray cluster of a head and two worker nodes (Ray's own
+`Cluster`), each node with its own model cache, an S3 store on a real S3 server (moto), and the
+smoke sweep submitted through RAY_ADDRESS as `ray job submit` runs it. A worker node is killed
+while it trains; the sweep must still finish with the single-node run's table, having built no
+committed stage twice, and every model must have reached the nodes only through the store."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray.cluster_utils import Cluster
+
+from w2s_ray import node_cache
+from w2s_ray.artifacts import StageLog, Store
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two trials sharing the t1 weak model, so work spreads over both worker nodes.
+PAIRS = ["--set", ('ladder.rungs=[{name: t1, model: "tiny:t1"}, {name: t2, model: "tiny:t2"}, '
+                   '{name: t2b, model: "tiny:t2"}]'),
+         "--set", "pairs=[[t1, t2], [t1, t2b]]"]
+CLI = [sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), "--preset", "smoke", *PAIRS]
+
+
+def training_processes() -> dict[int, str]:
+    """pid -> W2S_RAY_CACHE of every Ray worker now running a training stage on this machine."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if not cmdline.startswith(b"ray::_fit_local"):
+                continue
+            env = dict(item.split(b"=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:  # the process ended while we looked
+            continue
+        found[int(pid)] = env.get(b"W2S_RAY_CACHE", b"").decode()
+    return found
+
+
+@pytest.mark.slow
+def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_server, tmp_path):
+    local = subprocess.run([*CLI, "--storage", str(tmp_path / "local")], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=1200, check=False)
+    assert local.returncode == 0, local.stderr[-4000:]
+    reference = (tmp_path / "local" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
+
+    caches = {name: tmp_path / f"cache-{name}" for name in ("head", "w1", "w2")}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "env_vars": {"W2S_RAY_CACHE": str(caches["head"])}})
+    try:
+        workers = {str(caches[n]): cluster.add_node(num_cpus=2, env_vars={
+            "W2S_RAY_CACHE": str(caches[n])}) for n in ("w1", "w2")}
+        cluster.wait_for_nodes()
+        storage = f"s3://w2s/{tmp_path.name}/store"
+        start = time.time()
+        driver = subprocess.Popen([*CLI, "--storage", storage], cwd=tmp_path, text=True,
+                                  env={**os.environ, "RAY_ADDRESS": cluster.address},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        killed = None
+        while driver.poll() is None and killed is None and time.time() - start < 1200:
+            on_workers = [c for c in training_processes().values() if c in workers]
+            if on_workers:
+                killed = on_workers[0]
+                cluster.remove_node(workers[killed], allow_graceful=False)
+            time.sleep(0.1)
+        out, err = driver.communicate(timeout=1500)
+        wall = time.time() - start
+    finally:
+        cluster.shutdown()
+    assert driver.returncode == 0, err[-4000:]
+    assert killed is not None, "a worker node was killed while it trained"
+
+    store = Store(storage)
+    table = store.fs.open_input_stream(store.path("sweeps", "smoke", "results", "pgr.md")).read()
+    assert table.decode() == reference, "the cluster run's table equals the single-node run's"
+    assert reference.splitlines()[2] in out
+
+    fetched = {name: node_cache.downloads(folder / "remote") for name, folder in caches.items()}
+    assert sum(bool(d) for d in fetched.values()) >= 2, f"downloads per node: {fetched}"
+    log = StageLog(store, "smoke", "").frame()
+    built = log[log["status"] == "built"]
+    assert not built.duplicated(["stage", "key"]).any(), "no committed stage was built twice"
+    print(f"rehearsal: {wall:.0f}s; killed the node with cache {killed}; downloads per node: "
+          f"{ {n: len(d) for n, d in fetched.items()} }")
