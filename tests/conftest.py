@@ -10,7 +10,8 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(s3_server):
+    # After the S3 server: Ray's workers inherit its endpoint from this process's environment.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray")
     yield

@@ -7,10 +7,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -133,3 +135,50 @@ def test_a_sweep_killed_after_a_committed_stage_reruns_to_the_same_table(tmp_pat
                           check=True, capture_output=True, text=True, timeout=300).stdout
     unique, committed = re.search(r"unique stages: (\d+) .*; committed: (\d+)", plan).groups()
     assert int(unique) > 10 and committed == unique
+
+
+def train_worker_pids() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_restarted_fsdp_group_reads_each_ranks_own_shards_from_s3(ray_local, s3_server, tmp_path,
+                                                                    tiny_checkpoint):
+    ctx = context(tmp_path, storage=f"s3://w2s/{tmp_path.name}/store", **{
+        **LONG_RUN, "train.epochs": 20, "train.num_workers": 2, "train.strategy": "fsdp"})
+    data = table(ctx, scan_rows(16), "scan")
+    killed = []
+
+    def kill_a_worker_after_the_first_checkpoint() -> None:
+        runs = ctx.store.path("ray_train")
+        deadline = time.time() + 900
+        while time.time() < deadline and not killed:
+            snapshots = [i for i in ctx.store.fs.get_file_info(pafs.FileSelector(
+                runs, recursive=True, allow_not_found=True))
+                if i.base_name == "checkpoint_manager_snapshot.json"]
+            workers = train_worker_pids()
+            if snapshots and workers:
+                os.kill(workers[-1], signal.SIGKILL)
+                killed.append(workers[-1])
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=kill_a_worker_after_the_first_checkpoint, daemon=True)
+    watcher.start()
+    art = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), data)
+    watcher.join(timeout=5)
+    assert killed, "a worker was killed after the first checkpoint"
+    meta = ctx.store.read_json(ctx.store.marker(art))
+    assert 0 < meta["resumed_at_step"] < meta["steps"], "the restarted group resumed mid-run"
+
+    reads = meta["resume_reads"]
+    assert len(reads) == 2
+    for rank, requested in enumerate(reads):
+        shards = {f: n for f, n in requested.items() if not f.endswith("(replicated)")}
+        assert list(shards) == [f"__{rank}_0.distcp"], f"rank {rank} read other shards: {requested}"
+    own = [r[f"__{rank}_0.distcp"] for rank, r in enumerate(reads)]
+    assert own[0] == pytest.approx(own[1], rel=0.2), "each rank read its half of the shards"

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from w2s_ray.config import TrainHParams
+from w2s_ray.stages.shard_reader import StoreReader
 
 PROGRESS = "progress.json"
 
@@ -116,18 +117,24 @@ def save_resumable(model, opt, sched, progress: dict[str, Any], metrics: dict[st
 
 
 def restore(model, opt, sched) -> dict[str, Any] | None:
-    """Load the run's latest checkpoint, if a previous attempt of this run reported one."""
+    """Load the run's latest checkpoint, if a previous attempt of this run reported one. Each rank
+    reads its own shards straight from the store; `resume_reads` says what every rank read."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        model_sd, optim_sd = get_state_dict(model, opt)
-        state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=folder)
-        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        progress = json.loads(Path(folder, PROGRESS).read_text())
+    model_sd, optim_sd = get_state_dict(model, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    reader = StoreReader(checkpoint.filesystem, checkpoint.path)
+    dcp.load(state, storage_reader=reader)
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{PROGRESS}") as f:
+        progress = json.loads(f.read())
     sched.load_state_dict(progress.pop("sched"))
-    return progress
+    reads = [dict(reader.requested)]
+    if torch.distributed.is_initialized():
+        reads = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(reads, dict(reader.requested))
+    return {**progress, "resume_reads": reads}
 
 
 def full_state_dict(model: torch.nn.Module, hp: TrainHParams) -> dict[str, torch.Tensor]:

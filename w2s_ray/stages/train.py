@@ -120,7 +120,7 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp, steps))
     done = (parallel.restore(model, opt, sched) if checkpoints else None) or {
         "step": 0, "losses": [], "samples": 0, "compute_seconds": 0.0}
-    resumed_at = done["step"]
+    resumed_at, resume_reads = done["step"], done.pop("resume_reads", None)
     start = time.perf_counter() - done["compute_seconds"]
     model.train()
     for step in range(done["step"], steps):
@@ -147,7 +147,7 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
             parallel.save_resumable(model, opt, sched, done, {"step": done["step"], "loss": step_loss})
     return {"steps": steps, "rows": sum(sizes), "samples": done["samples"],
             "first_loss": done["losses"][0], "final_loss": done["losses"][-1],
-            "losses": done["losses"], "resumed_at_step": resumed_at,
+            "losses": done["losses"], "resumed_at_step": resumed_at, "resume_reads": resume_reads,
             "compute_seconds": time.perf_counter() - start}
 
 
