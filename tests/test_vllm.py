@@ -97,20 +97,27 @@ def reward_model(tmp_path_factory, t1) -> str:
     return str(folder)
 
 
+#: shorter than most rows below, so a scorer that encoded at any other length would score
+#: other inputs than the reward model was trained on, and differ
+MAX_LENGTH = 10
+
+
 def reward_rows() -> pd.DataFrame:
     prompts = ["to dazal , do", "to dazal left , do", "to dazal twice , do"] * 4
     labels = ["JUMP .", "LTURN JUMP .", "JUMP JUMP ."] * 2 + ["WALK .", "JUMP .", "LOOK LOOK ."] * 2
     return pd.DataFrame({"uid": [f"r{i}" for i in range(12)], "capability": "scan",
-                         "prompt": prompts, "label_text": labels})
+                         "prompt": [f"to dazal thrice , do {p}" for p in prompts], "label_text": labels})
 
 
-def direct_scores(path: str, df: pd.DataFrame) -> np.ndarray:
+def direct_scores(ctx: StageContext, path: str, df: pd.DataFrame) -> np.ndarray:
+    """The classifier's p(good) on the rows as reward training encodes them."""
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    enc = reward.encode_pairs(load_tokenizer(path), df["prompt"].tolist(), df["label_text"].tolist())
+    (enc,) = reward.RewardTask().buckets(load_tokenizer(path), df.assign(target=1), reward.hparams(ctx))
+    assert enc["attention_mask"].sum(1).max() == MAX_LENGTH
     with torch.inference_mode():
-        return torch.softmax(model(**enc).logits, -1)[:, 1].numpy()
+        return torch.softmax(model(enc["input_ids"], attention_mask=enc["attention_mask"]).logits, -1)[:, 1].numpy()
 
 
 @pytest.mark.slow
@@ -119,10 +126,10 @@ def test_reward_scores_through_ray_data_equal_the_classifier_probabilities(
         ray_local, tmp_path, reward_model, backend):
     if backend == "vllm":  # else the scorer's transformers fallback would pass unnoticed
         assert vllm_serves(reward_model)[0]
-    ctx = context(tmp_path, **{"inference.backend": backend})
+    ctx = context(tmp_path, **{"inference.backend": backend, "train.max_length": MAX_LENGTH})
     rows = reward_rows()
     scored, _ = reward.score(ctx, ModelRef(id="reward:test", source=reward_model), rows)
     assert list(scored["uid"]) == list(rows["uid"])
-    expected = direct_scores(reward_model, rows)
+    expected = direct_scores(ctx, reward_model, rows)
     assert np.allclose(scored["score"].to_numpy(), expected, atol=1e-4), (scored["score"], expected)
     assert len(set(np.round(expected, 6))) > 1, "an untrained head still separates the rows"

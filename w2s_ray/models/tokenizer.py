@@ -42,7 +42,15 @@ def tokenizer_path(model_path: str) -> str:
 
 
 def load_tokenizer(model_path: str, **kwargs) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(tokenizer_path(model_path), **kwargs)
+    """The checkpoint's tokenizer, padding with EOS where it names no pad token (Llama, Mistral,
+    GPT-2 families): every padded batch needs a pad id, and the mask hides it anyway."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_path(model_path), **kwargs)
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer of {model_path}: neither pad_token nor eos_token is set; "
+                             "padding needs one of them")
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def save_checkpoint(model, tok: PreTrainedTokenizerBase, folder: str | Path, own_subfolder: bool,

@@ -5,12 +5,14 @@ once (per Ray Data actor) and whose `__call__` maps a numpy batch to one with ne
 per-row `compute_seconds`. Generators map `prompt`, `max_new_tokens` and optionally `stop` to a
 greedy `completion`: every row ends at its own budget, at EOS, or just after its stop string,
 whichever comes first, in every backend, so their outputs can be compared token for token.
-Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good). The vLLM
-backends live in `vllm_backend` (an optional extra) and are imported on use.
+Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good), on rows
+encoded exactly as the reward model was trained (`reward.encode_pairs` at its max_length). The
+vLLM backends live in `vllm_backend` (an optional extra) and are imported on use.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -62,13 +64,13 @@ class TransformersBackend:
 class TransformersScorer:
     """The reward model (a 2-class sequence classifier) over right-padded (prompt, label) rows."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str):
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int):
         from transformers import AutoModelForSequenceClassification
 
         from w2s_ray.stages.reward import encode_pairs
 
         torch.set_num_threads(torch_threads)
-        self.encode = encode_pairs
+        self.encode = functools.partial(encode_pairs, max_length=max_length)
         self.tok = load_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, dtype=getattr(torch, dtype)).eval()

@@ -71,15 +71,16 @@ def stage_inference(ctx: StageContext, model: ModelRef) -> InferenceSpec:
 
 
 def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backends: dict[str, Callable],
-                   outputs: list[str]) -> tuple[pd.DataFrame, dict]:
-    """`df` with the `outputs` columns of the backend `inference.backend` picks among `backends`,
-    through a Ray Data actor pool (model loaded once per actor), row order kept; also what ran
-    it: the summed compute seconds, the backend and the reason for it."""
+                   outputs: list[str], options: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """`df` with the `outputs` columns of the backend `inference.backend` picks among `backends`
+    (constructed with `options` too), through a Ray Data actor pool (model loaded once per
+    actor), row order kept; also what ran it: the summed compute seconds, the backend and the
+    reason for it."""
     inf = stage_inference(ctx, model)
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
     ds = model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
-                       engine_options(inf, backend))
+                       {**engine_options(inf, backend), **(options or {})})
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")

@@ -30,14 +30,14 @@ from w2s_ray.stages.generate import map_with_model
 from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import Buckets, train
 
-VERSION = 1
-MAX_LENGTH = 256
+# 2: scorers encode at the reward model's training max_length (they used a fixed 256)
+VERSION = 2
 
 
-def encode_pairs(tok, prompts: list[str], labels: list[str], max_length: int = MAX_LENGTH
-                 ) -> dict[str, torch.Tensor]:
+def encode_pairs(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """BOS + prompt + label, right-padded; too long rows lose their *start*, since the classifier
-    reads the last token and the label is what is judged."""
+    reads the last token and the label is what is judged. The one encoding of the reward model:
+    training and every scorer call it with the training run's `max_length`."""
     rows = [(prompt_ids(tok, p) + tok(lab, add_special_tokens=False)["input_ids"])[-max_length:]
             for p, lab in zip(prompts, labels)]
     width = max(len(r) for r in rows)
@@ -132,7 +132,8 @@ def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> Mo
 def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Backend as for generation; the vLLM scorer itself falls back to transformers (logged)
     where vLLM does not serve the reward model's architecture."""
-    scored, ran = map_with_model(ctx, model, df, SCORERS, ["score"])
+    scored, ran = map_with_model(ctx, model, df, SCORERS, ["score"],
+                                 {"max_length": hparams(ctx).max_length})
     return scored, ran["compute_seconds"]
 
 

@@ -16,6 +16,7 @@ buy overlap that may matter on GPUs with large models; they can join behind this
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -115,15 +116,15 @@ class VLLMScorer:
     checkpoint's architecture.
     """
 
-    def __init__(self, path: str, torch_threads: int, dtype: str, tensor_parallel_size: int = 1,
-                 max_num_seqs: int = 256):
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int,
+                 tensor_parallel_size: int = 1, max_num_seqs: int = 256):
         from w2s_ray.stages.reward import encode_pairs
 
         served, why = vllm_serves(path)
         log.warning("reward scoring through %s: %s", "vLLM" if served else "transformers", why)
-        self.fallback = None if served else TransformersScorer(path, torch_threads, dtype)
+        self.fallback = None if served else TransformersScorer(path, torch_threads, dtype, max_length)
         if served:
-            self.encode = encode_pairs
+            self.encode = functools.partial(encode_pairs, max_length=max_length)
             self.tok = load_tokenizer(path)
             self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, runner="pooling")
 
