@@ -41,7 +41,13 @@ def test_splits_are_disjoint_and_deterministic_by_seed(ray_local, tmp_path):
     pd.testing.assert_frame_equal(frames["test"], again)
     other_seed = context(tmp_path / "c")
     other_seed.seed = 1
-    assert set(data.split_frame(other_seed, "test")["prompt"]) != prompts[2]
+    assert other_seed.config.data_seed == 0
+    pd.testing.assert_frame_equal(data.split_frame(other_seed, "test"), frames["test"])
+    redrawn = context(tmp_path / "d", data_seed="same")
+    redrawn.seed = 1
+    assert set(data.split_frame(redrawn, "test")["prompt"]) != prompts[2]
+    other_data = context(tmp_path / "e", data_seed=1)
+    assert set(data.split_frame(other_data, "test")["prompt"]) != prompts[2]
 
 
 def test_unlabeled_table_hides_gold(ray_local, tmp_path):

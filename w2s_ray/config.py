@@ -140,7 +140,11 @@ class SweepConfig(Strict):
     pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
     methods: list[str] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1,
                                description="method names; see w2s_ray.methods.allowed()")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="training seeds: one trial per (pair, seed)")
+    data_seed: int | Literal["same"] = Field(
+        0, description="draws D^a, D^b and the test split once for every training seed, so seeds "
+                       "measure training variance on one test set; 'same' = each seed redraws them")
     train: TrainHParams = TrainHParams()
     inference: InferenceSpec = InferenceSpec()
     reward: RewardSpec = RewardSpec()

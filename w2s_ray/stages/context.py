@@ -34,6 +34,12 @@ class StageContext:
     seed: int
     rungs: dict[str, str] = field(default_factory=dict)  # trained model id -> rung of its base
 
+    @property
+    def data_seed(self) -> int:
+        """The seed that carves the splits: fixed across trials unless `data_seed: same`."""
+        fixed = self.config.data_seed
+        return self.seed if fixed == "same" else fixed
+
     def base(self, rung: str) -> ModelRef:
         identity, source, stored = base_source(self.config.ladder.rung(rung), self.store)
         return ModelRef(id=f"base:{identity}", source=source, rung=rung, stored=stored)

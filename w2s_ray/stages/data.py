@@ -16,20 +16,20 @@ TABLE = "table.parquet"
 
 
 def capability_splits(ctx: StageContext, capability: str) -> Artifact:
-    """D^a / D^b / test of one capability, disjoint and deterministic by seed."""
+    """D^a / D^b / test of one capability, disjoint and deterministic by the data seed."""
     cap = registry.get(capability)
     sizes = ctx.config.sizes_for(capability)
     data_dir = ctx.config.data_dir
-    art = Artifact.make("splits", cap.version, [], {"capability": capability, "seed": ctx.seed,
+    art = Artifact.make("splits", cap.version, [], {"capability": capability, "seed": ctx.data_seed,
                                                    "sizes": sizes.model_dump(),
                                                    **cap.key_fields(data_dir)})
 
     def build(folder: str) -> dict:
-        carved = cap.splits(ctx.seed, sizes.model_dump(), data_dir)
+        carved = cap.splits(ctx.data_seed, sizes.model_dump(), data_dir)
         items = [ex for split in SPLITS for ex in carved[split]]
         names = [split for split in SPLITS for _ in carved[split]]
         df = pd.DataFrame({
-            "uid": [f"{capability}-{ctx.seed}-{i}" for i in range(len(items))],
+            "uid": [f"{capability}-{ctx.data_seed}-{i}" for i in range(len(items))],
             "capability": capability,
             "split": names,
             "prompt": [e.prompt for e in items],
