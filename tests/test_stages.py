@@ -129,7 +129,7 @@ def test_batches_never_mix_capabilities_and_cover_every_row_each_epoch():
 
     from w2s_ray.stages.train import batch_plan
 
-    plan = batch_plan([10, 3, 7], batch_size=4, epochs=2, world=1, gen=torch.Generator().manual_seed(0))
+    plan = batch_plan([10, 3, 7], batch_size=4, epochs=2, gen=torch.Generator().manual_seed(0))
     assert len(plan) == 2 * (3 + 1 + 2)
     first_epoch = plan[:6]
     for bucket, size in enumerate([10, 3, 7]):

@@ -59,7 +59,8 @@ def balanced_weights(df: pd.DataFrame) -> pd.Series:
 class RewardTask:
     """Training task for stages/train.py: the classifier and its class-balanced loss."""
 
-    stage, version = "reward_model", 1
+    # 2: a batch never mixes capabilities; the batch plan no longer depends on the number of ranks
+    stage, version = "reward_model", 2
 
     def load(self, path: str):
         from transformers import AutoModelForSequenceClassification

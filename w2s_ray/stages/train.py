@@ -33,7 +33,8 @@ from w2s_ray.stages import parallel
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 from w2s_ray.stages.data import TABLE
 
-VERSION = 1
+# 2: a batch never mixes capabilities; the batch plan no longer depends on the number of ranks
+VERSION = 2
 OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
 METRICS = "train_metrics.json"
 
@@ -69,16 +70,17 @@ def encode_buckets(tok, df, max_length: int) -> Buckets:
             for _, g in df.groupby("capability", sort=True)]
 
 
-def batch_plan(sizes: list[int], batch_size: int, epochs: float, world: int,
+def batch_plan(sizes: list[int], batch_size: int, epochs: float,
                gen: torch.Generator) -> list[tuple[int, torch.Tensor]]:
     """(bucket, row indices) per step: each epoch shuffles rows within buckets, cuts them into
-    batches, and shuffles the batches across buckets. Every rank computes the same plan."""
+    batches, and shuffles the batches across buckets. Every rank computes the same plan, and it
+    does not depend on the number of ranks, so a model's key need not name its layout."""
     one_epoch = sum(max(1, -(-n // batch_size)) for n in sizes)
     steps = max(1, math.ceil(epochs * one_epoch))
     plan: list[tuple[int, torch.Tensor]] = []
     while len(plan) < steps:
         epoch = [(b, chunk) for b, n in enumerate(sizes)
-                 for chunk in torch.randperm(n, generator=gen).split(batch_size) if len(chunk) >= world]
+                 for chunk in torch.randperm(n, generator=gen).split(batch_size)]
         plan += [epoch[i] for i in torch.randperm(len(epoch), generator=gen).tolist()]
     return plan[:steps]
 
@@ -112,7 +114,7 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     and a restarted run continues from the last one: the batch plan is a function of the seed."""
     gen = torch.Generator().manual_seed(seed)
     sizes = [len(b["input_ids"]) for b in buckets]
-    plan = batch_plan(sizes, hp.batch_size, hp.epochs, world, gen)
+    plan = batch_plan(sizes, hp.batch_size, hp.epochs, gen)
     steps = len(plan)
     every = hp.checkpoint_every or max(1, math.ceil(steps / math.ceil(hp.epochs)))
     dev = parallel.device(hp, world)
@@ -126,16 +128,19 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     for step in range(done["step"], steps):
         bucket, idx = plan[step]
         mine = idx.tensor_split(world)[rank]
-        # Every rank runs the same number of micro-batches (FSDP gathers weights per forward).
+        # Every rank runs the same number of micro-batches (FSDP gathers weights per forward),
+        # a rank without rows of a batch smaller than the world a zero-weighted one; each row
+        # weighs 1/len(idx) once DDP / FSDP average the ranks' gradients.
         parts = max(1, min(hp.grad_accum, len(idx) // world))
+        rows = mine if len(mine) else idx[:1]
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for i, micro in enumerate(mine.tensor_split(parts)):
+        for i, micro in enumerate(rows.tensor_split(parts)):
             batch = {k: v[micro].to(dev) for k, v in buckets[bucket].items()}
             with parallel.gradient_sync(model, i == parts - 1), parallel.autocast(hp, dev):
-                loss = loss_fn(model, batch) * (len(micro) / len(mine))
-                loss.backward()
-            step_loss += loss.item()
+                loss = loss_fn(model, batch)
+                (loss * (len(micro) * world / len(idx) if len(mine) else 0.0)).backward()
+            step_loss += (loss * (len(micro) / len(rows))).item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
