@@ -29,7 +29,7 @@ from w2s_ray.models import tiny_ladder
 from w2s_ray.models.tokenizer import load_tokenizer
 from w2s_ray.stages.backends import BACKENDS
 from w2s_ray.stages.context import ModelRef
-from w2s_ray.stages.generate import engine_options, model_dataset
+from w2s_ray.stages.generate import engine_options, max_generation_tokens, model_dataset
 
 
 def mixed_prompts(rows: int) -> pd.DataFrame:
@@ -62,7 +62,7 @@ def raw(backend: str, path: str, df: pd.DataFrame, inf: InferenceSpec) -> tuple[
         return out
 
     start = time.perf_counter()
-    impl = BACKENDS[backend](path, inf.torch_threads, inf.dtype, **engine_options(inf, backend))
+    impl = BACKENDS[backend](path, inf.torch_threads, inf.dtype, **engine_options(inf, backend, max_generation_tokens(df)))
     completions = one_pass()
     end_to_end = time.perf_counter() - start
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def through_ray_data(backend: str, path: str, df: pd.DataFrame, inf: InferenceSp
                      ) -> tuple[float, pd.DataFrame]:
     start = time.perf_counter()
     ds = model_dataset(ray.data.from_pandas(df), inf, Stamped, root="/", model=ModelRef("bench", path),
-                       options={"inner": backend, **engine_options(inf, backend)})
+                       options={"inner": backend, **engine_options(inf, backend, max_generation_tokens(df))})
     out = ds.to_pandas()
     return time.perf_counter() - start, out
 

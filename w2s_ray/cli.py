@@ -57,8 +57,14 @@ def main(argv: list[str]) -> int:
 
         print(dry_run(config))
         return 0
+    from w2s_ray.stages.fetch import RevisionError, pin_revisions, resolve_revision
     from w2s_ray.sweep import SweepFailed, init_ray, run_sweep, summarize_stage_log
 
+    try:  # before Ray starts: an unreachable hub fails here, not inside a trial
+        config = pin_revisions(config, resolve_revision)
+    except RevisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"storage: {config.storage}")
     init_ray(args.num_cpus)
     try:

@@ -25,6 +25,9 @@ class RungSpec(Strict):
 
     name: str
     model: str = Field(description="hub id, local path, or 'tiny:<rung>' for the built ladder")
+    revision: str | None = Field(
+        None, description="hub commit of a hub id; unset = what `main` points at when the sweep "
+                          "starts, pinned then and saved with the run")
 
 
 class LadderSpec(Strict):

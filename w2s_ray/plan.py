@@ -26,7 +26,7 @@ from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.config import SweepConfig
 from w2s_ray.models import resources
-from w2s_ray.stages import data
+from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import predictions
 
@@ -90,7 +90,9 @@ def plan_stages(config: SweepConfig, naive: bool = False) -> list[dict[str, Any]
 def rung_of(ctx: StageContext, stage: dict[str, Any], trained: dict[str, str]) -> str | None:
     """The rung whose weights a GPU stage runs: that of the first input that is a base model or
     a trained one (the base, or the model that generates or scores)."""
-    bases = {ctx.base(r.name).id: r.name for r in ctx.config.ladder.rungs}
+    if stage["stage"] == "fetch":
+        return stage["tag"]
+    bases = {ctx.base_id(r.name): r.name for r in ctx.config.ladder.rungs}
     return next((bases.get(i) or trained[i] for i in stage["inputs"] if i in bases or i in trained), None)
 
 
@@ -111,6 +113,8 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     """(resource request, GPU-hours) of one planned stage."""
     rung = stage.get("rung")
     size = resources.size_of(config.ladder.rung(rung)) if rung else None
+    if stage["stage"] == "fetch" and size is not None:
+        return f"download {2 * resources.ARCHS[size].params / 1e9:.0f} GB (bf16)", 0.0
     if stage["stage"] not in GPU_STAGES or size is None:
         return "CPU", 0.0
     arch, plan = resources.ARCHS[size], resources.PLANS[size]
@@ -134,6 +138,7 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
 
 def dry_run(config: SweepConfig) -> str:
     """The report `--dry-run` prints."""
+    config = fetch.pin_revisions(config, fetch.planned_revision)
     store = Store(config.storage)
     stages = plan_stages(config)
     lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}"]
@@ -154,6 +159,10 @@ def dry_run(config: SweepConfig) -> str:
               f"GPU-hours, deduplicated grid: {total:.1f} (of which committed: {done_h:.1f}; left: {total - done_h:.1f})",
               f"GPU-hours, naive grid (every stage rerun per pair x seed x method): {naive:.1f}",
               f"naive / deduplicated: {naive / total:.2f}x" if total else "no GPU stage in this grid",
+              *[f"hub revision of {r.name}: {r.model}@{r.revision}"
+                + (" (neither the hub nor this machine's cache answered; the run pins it at its start)"
+                   if r.revision == fetch.UNPINNED else "")
+                for r in config.ladder.rungs if fetch.is_hub(r)],
               (f"model: training 6 x params x tokens at {A100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}, "
               f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU {VLLM_TOKENS_PER_GPU_S}")]
     return "\n".join(lines)

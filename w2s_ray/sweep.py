@@ -24,7 +24,7 @@ from w2s_ray.config import SweepConfig
 from w2s_ray.methods import NotApplicable, targets
 from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
 from w2s_ray.report import write_results
-from w2s_ray.stages import data
+from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate
 
@@ -87,7 +87,8 @@ def first_line(error: BaseException) -> str:
 
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Run the grid; tables cover every (pair, seed) that finished, failures are listed."""
-    config = config.with_absolute_roots()
+    # Pinned once here: every trial then trains from the same commit of each hub rung.
+    config = fetch.pin_revisions(config.with_absolute_roots(), fetch.resolve_revision)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
     leases_for(store)  # made by the driver, before any trial can race to create it

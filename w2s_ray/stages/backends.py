@@ -32,20 +32,21 @@ def cut_at_stop(text: str, stop: str) -> str:
 
 
 class TransformersBackend:
-    """Batched, left-padded greedy `generate` with the KV cache."""
+    """Batched, left-padded greedy `generate` with the KV cache, on `device` (the actor's GPU when
+    it holds one)."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str):
+    def __init__(self, path: str, torch_threads: int, dtype: str, device: str = "cpu"):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(torch_threads)
         self.tok = load_tokenizer(path, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         ids = [prompt_ids(self.tok, p) for p in batch["prompt"]]
-        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt").to(self.model.device)
         budgets = batch["max_new_tokens"].astype(int)
         out = self.model.generate(
             **enc, max_new_tokens=int(budgets.max()), do_sample=False,
@@ -64,7 +65,7 @@ class TransformersBackend:
 class TransformersScorer:
     """The reward model (a 2-class sequence classifier) over right-padded (prompt, label) rows."""
 
-    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int):
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification
 
         from w2s_ray.stages.reward import encode_pairs
@@ -73,14 +74,14 @@ class TransformersScorer:
         self.encode = functools.partial(encode_pairs, max_length=max_length)
         self.tok = load_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=getattr(torch, dtype)).eval()
+            path, dtype=getattr(torch, dtype)).to(device).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         enc = self.encode(self.tok, list(batch["prompt"]), list(batch["label_text"]))
-        logits = self.model(**enc).logits.float()
-        batch["score"] = torch.softmax(logits, -1)[:, 1].numpy()
+        logits = self.model(**{k: v.to(self.model.device) for k, v in enc.items()}).logits.float()
+        batch["score"] = torch.softmax(logits, -1)[:, 1].cpu().numpy()
         batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
         return batch
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from w2s_ray.artifacts import Artifact, Builder, Store
 from w2s_ray.config import SweepConfig
 from w2s_ray.models.ladder import base_source
+from w2s_ray.stages import fetch
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,20 @@ class StageContext:
         return self.seed if fixed == "same" else fixed
 
     def base(self, rung: str) -> ModelRef:
-        identity, source, stored = base_source(self.config.ladder.rung(rung), self.store)
+        """The rung's base checkpoint; a hub rung is fetched into the store first (once)."""
+        spec = self.config.ladder.rung(rung)
+        if fetch.is_hub(spec):
+            return self.model(fetch.fetched(self.store, self.builder, spec), rung)
+        identity, source, stored = base_source(spec, self.store)
         return ModelRef(id=f"base:{identity}", source=source, rung=rung, stored=stored)
 
-    def model(self, art: Artifact) -> ModelRef:
+    def base_id(self, rung: str) -> str:
+        """`base(rung).id` without fetching anything."""
+        spec = self.config.ladder.rung(rung)
+        if fetch.is_hub(spec):
+            return fetch.artifact(spec).id
+        return f"base:{base_source(spec, self.store)[0]}"
+
+    def model(self, art: Artifact, rung: str | None = None) -> ModelRef:
         return ModelRef(id=art.id, source=self.store.location(art), artifact=art,
-                        rung=self.rungs.get(art.id), stored=True)
+                        rung=rung or self.rungs.get(art.id), stored=True)

@@ -26,11 +26,23 @@ from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 VERSION = 2
 
 
+class GPUUnavailable(RuntimeError):
+    """A stage asked for GPUs but its actor's torch sees none: it would decode on CPU."""
+
+
 class _Actor:
     """Ray Data actor: resolves the model to a local folder on its own node, then wraps a backend."""
 
     def __init__(self, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
-                 dtype: str, options: dict):
+                 dtype: str, options: dict, gpus: float = 0.0):
+        import torch
+
+        if gpus and not torch.cuda.is_available():
+            raise GPUUnavailable(
+                f"inference.gpus_per_actor={gpus} but this actor's torch sees no CUDA device (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}); it would decode on CPU while "
+                "holding the GPUs. Install a CUDA build of torch on the GPU nodes, or set "
+                "inference.gpus_per_actor: 0")
         path = local_model_path(root, source, stored)
         self.impl = backend(path, torch_threads, dtype, **options)
 
@@ -38,11 +50,20 @@ class _Actor:
         return self.impl(batch)
 
 
-def engine_options(inf: InferenceSpec, backend: str) -> dict:
-    """What a vLLM backend needs beyond (path, threads, dtype)."""
+def engine_options(inf: InferenceSpec, backend: str, max_tokens: int) -> dict:
+    """What a backend needs beyond (path, threads, dtype): vLLM its engine layout and the most
+    tokens one sequence of the stage can need, transformers the device (an actor that holds GPUs
+    decodes on them)."""
     if backend != "vllm":
-        return {}
-    return {"tensor_parallel_size": inf.tensor_parallel_size, "max_num_seqs": inf.concurrency}
+        return {"device": "cuda" if inf.gpus_per_actor else "cpu"}
+    return {"tensor_parallel_size": inf.tensor_parallel_size, "max_num_seqs": inf.concurrency,
+            "max_model_len": max_tokens}
+
+
+def max_generation_tokens(df: pd.DataFrame) -> int:
+    """An upper bound on prompt + output tokens of any row, before any tokenizer is loaded: a
+    token covers at least one UTF-8 byte, plus a BOS."""
+    return int((df["prompt"].str.encode("utf-8").str.len() + 1 + df["max_new_tokens"]).max())
 
 
 def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, root: str,
@@ -53,7 +74,7 @@ def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, r
         fn_constructor_kwargs={"backend": backend, "root": root, "source": model.source,
                                "stored": model.stored,
                                "torch_threads": inf.torch_threads, "dtype": inf.dtype,
-                               "options": options},
+                               "options": options, "gpus": inf.gpus_per_actor},
         batch_size=inf.batch_size,
         compute=ray.data.ActorPoolStrategy(size=inf.engines_per_model),
         num_cpus=inf.cpus_per_actor,
@@ -72,16 +93,17 @@ def stage_inference(ctx: StageContext, model: ModelRef) -> InferenceSpec:
 
 
 def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backends: dict[str, Callable],
-                   outputs: list[str], options: dict | None = None) -> tuple[pd.DataFrame, dict]:
+                   outputs: list[str], max_tokens: int, options: dict | None = None
+                   ) -> tuple[pd.DataFrame, dict]:
     """`df` with the `outputs` columns of the backend `inference.backend` picks among `backends`
     (constructed with `options` too), through a Ray Data actor pool (model loaded once per
     actor), row order kept; also what ran it: the summed compute seconds, the backend and the
-    reason for it."""
+    reason for it. No row needs more than `max_tokens` tokens of context."""
     inf = stage_inference(ctx, model)
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
     ds = model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
-                       {**engine_options(inf, backend), **(options or {})})
+                       {**engine_options(inf, backend, max_tokens), **(options or {})})
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
@@ -97,7 +119,7 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
     # Homogeneous batches: rows of one capability and similar length pad and stop together.
     df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
     out, ran = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
-                              BACKENDS, ["completion"])
+                              BACKENDS, ["completion"], max_generation_tokens(df))
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)

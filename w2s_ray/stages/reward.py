@@ -134,8 +134,8 @@ def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> Mo
 def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Backend as for generation; the vLLM scorer itself falls back to transformers (logged)
     where vLLM does not serve the reward model's architecture."""
-    scored, ran = map_with_model(ctx, model, df, SCORERS, ["score"],
-                                 {"max_length": hparams(ctx).max_length})
+    max_length = hparams(ctx).max_length
+    scored, ran = map_with_model(ctx, model, df, SCORERS, ["score"], max_length, {"max_length": max_length})
     return scored, ran["compute_seconds"]
 
 

@@ -48,8 +48,16 @@ def engine_scratch() -> str:
     return scratch
 
 
-def start_engine(path: str, dtype: str, tensor_parallel_size: int, max_num_seqs: int, **kwargs):
-    """One `vllm.LLM` on `path`, stopped at interpreter exit; its tokenizer from `tokenizer/`."""
+def start_engine(path: str, dtype: str, tensor_parallel_size: int, max_num_seqs: int,
+                 max_model_len: int | None, **kwargs):
+    """One `vllm.LLM` on `path`, stopped at interpreter exit; its tokenizer from `tokenizer/`.
+
+    `max_model_len` bounds the tokens of one sequence the stage can need; vLLM would otherwise
+    reserve the model's whole context (Qwen1.5: 32K) per sequence and fit fewer in its KV cache.
+    """
+    if max_model_len is not None:
+        context = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+        kwargs["max_model_len"] = min(max_model_len, context or max_model_len)
     engine_scratch()
     import torch
     from vllm import LLM
@@ -72,11 +80,11 @@ class VLLMBackend:
     """Greedy generation with one vLLM engine; each row gets its own budget and stop string."""
 
     def __init__(self, path: str, torch_threads: int, dtype: str, tensor_parallel_size: int = 1,
-                 max_num_seqs: int = 256):
+                 max_num_seqs: int = 256, max_model_len: int | None = None):
         # Our own tokenizer encodes, so prompts are the token ids the transformers backend feeds;
         # vLLM uses the same tokenizer only to detokenize and match stop strings.
         self.tok = load_tokenizer(path)
-        self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs)
+        self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, max_model_len)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from vllm import SamplingParams, TokensPrompt
@@ -117,16 +125,22 @@ class VLLMScorer:
     """
 
     def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int,
-                 tensor_parallel_size: int = 1, max_num_seqs: int = 256):
+                 tensor_parallel_size: int = 1, max_num_seqs: int = 256, max_model_len: int | None = None):
         from w2s_ray.stages.reward import encode_pairs
 
         served, why = vllm_serves(path)
         log.warning("reward scoring through %s: %s", "vLLM" if served else "transformers", why)
-        self.fallback = None if served else TransformersScorer(path, torch_threads, dtype, max_length)
-        if served:
-            self.encode = functools.partial(encode_pairs, max_length=max_length)
-            self.tok = load_tokenizer(path)
-            self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, runner="pooling")
+        self.fallback = None
+        if not served:
+            import torch
+
+            # The actor holds GPUs exactly when vLLM would have run on them.
+            self.fallback = TransformersScorer(path, torch_threads, dtype, max_length,
+                                               "cuda" if torch.cuda.is_available() else "cpu")
+            return
+        self.encode = functools.partial(encode_pairs, max_length=max_length)
+        self.tok = load_tokenizer(path)
+        self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, max_model_len, runner="pooling")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.fallback is not None:

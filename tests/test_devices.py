@@ -1,0 +1,38 @@
+"""Inference on GPU actors runs on the GPU, or refuses to start: checked on a CPU-only torch."""
+
+import pandas as pd
+import pytest
+import torch
+
+from w2s_ray.config import InferenceSpec
+from w2s_ray.stages.backends import TransformersBackend
+from w2s_ray.stages.generate import GPUUnavailable, _Actor, engine_options, max_generation_tokens
+
+
+def test_an_actor_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything():
+    assert not torch.cuda.is_available(), "this check needs a machine whose torch sees no GPU"
+    with pytest.raises(GPUUnavailable, match="gpus_per_actor=1.0 .* would decode on CPU"):
+        _Actor(TransformersBackend, root="/", source="/no/such/model", stored=False, torch_threads=1,
+               dtype="float32", options={}, gpus=1.0)
+
+
+def test_transformers_backends_are_placed_on_the_actors_device():
+    gpu, cpu = InferenceSpec(gpus_per_actor=1), InferenceSpec()
+    assert engine_options(gpu, "transformers", 64) == {"device": "cuda"}
+    assert engine_options(cpu, "transformers", 64) == {"device": "cpu"}
+    assert engine_options(gpu, "vllm", 64)["max_model_len"] == 64
+
+
+def test_vllm_context_bound_covers_every_prompt_and_budget_at_one_token_per_byte():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    # The worst case of a byte-level BPE: no merges, so every UTF-8 byte is a token.
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core)
+    df = pd.DataFrame({"prompt": ["Question: 7 × 8 = ?\nAnswer:", "é" * 30], "max_new_tokens": [16, 4]})
+    needed = [len(tok(p)["input_ids"]) + 1 + n for p, n in zip(df["prompt"], df["max_new_tokens"])]
+    assert needed[1] == 30 * 2 + 1 + 4
+    assert max_generation_tokens(df) == max(needed)
