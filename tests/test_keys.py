@@ -25,3 +25,23 @@ def test_generation_keys_name_the_backend_only_where_outputs_may_differ(tmp_path
               for b in ("vllm", "transformers", "auto")}
     assert on_gpu["vllm"] != on_gpu["transformers"]
     assert on_gpu["auto"] == on_gpu["vllm" if choose.vllm_installed() else "transformers"]
+
+
+def test_a_mirror_is_keyed_by_its_content_not_its_path(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from tests.test_datasets import write_upstream
+    from w2s_ray.capabilities import registry
+
+    write_upstream(tmp_path / "a", "sciq")
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    sciq = registry.get("sciq")
+    key = sciq.key_fields(str(tmp_path / "a"))
+    assert sciq.key_fields(str(tmp_path / "moved")) == key
+    edited = tmp_path / "moved" / "sciq" / "test.parquet"
+    df = pd.read_parquet(edited)
+    df.loc[0, "correct_answer"] = "argon"
+    df.to_parquet(edited)
+    assert sciq.key_fields(str(tmp_path / "moved")) != key

@@ -19,6 +19,8 @@ the rest is here.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 import re
 from abc import abstractmethod
@@ -128,8 +130,28 @@ class HubCapability(Capability):
                 "test": random.Random(f"{self.name}:{seed}:test").sample(test, sizes["test"])}
 
     def key_fields(self, data_dir: str | None) -> dict:
-        where = f"mirror {Path(data_dir).resolve()}" if data_dir is not None else self.source()
-        return {"source": where}
+        """A mirror by its files' content, not their path: an edited or re-written mirror gets
+        new splits, and the same files moved elsewhere (or on another node) keep theirs."""
+        if data_dir is None:
+            return {"source": self.source()}
+        files = self.mirror_files(data_dir)
+        return {"source": "mirror " + ", ".join(f"{s}:{content_hash(p)}" for s, p in sorted(files.items()))}
+
+
+def content_hash(path: Path) -> str:
+    stat = path.stat()
+    return _hash_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_file(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, remembered while its path, mtime and size stay the same (every trial
+    keys the splits again)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def distinct(examples: list[Example], exclude: set[str]) -> list[Example]:
