@@ -45,3 +45,33 @@ def test_a_mirror_is_keyed_by_its_content_not_its_path(tmp_path):
     df.loc[0, "correct_answer"] = "argon"
     df.to_parquet(edited)
     assert sciq.key_fields(str(tmp_path / "moved")) != key
+
+
+def test_the_golden_check_names_the_stage_whose_output_changed_under_its_key(tmp_path, monkeypatch):
+    import pandas as pd
+    import pytest
+
+    from tests import golden_outputs
+    from w2s_ray.artifacts import Artifact, StageLog
+
+    store = Store(str(tmp_path / "store"))
+    art = Artifact.make("relabel", 1, [], {"x": 1})
+
+    def commit(labels: list[str]) -> None:
+        attempt, folder = store.new_attempt(art)
+        store.write_table(f"{folder}/table.parquet", pd.DataFrame({"uid": ["a", "b"], "label_text": labels}))
+        store.commit(art, attempt, {})
+
+    commit(["yes", "no"])
+    StageLog(store, "golden", "r1").record(art, "built", 1.0, tag="relabel")
+    golden = tmp_path / "golden.json"
+    golden.write_text("{}")
+    with pytest.raises(AssertionError, match=r"new keys of \['relabel'\]"):
+        golden_outputs.check(store, "golden", golden)
+    with monkeypatch.context() as m:
+        m.setattr(golden_outputs, "UPDATE", True)
+        golden_outputs.check(store, "golden", golden)
+    golden_outputs.check(store, "golden", golden)
+    commit(["yes", "yes"])  # the same key, another output
+    with pytest.raises(AssertionError, match=r"relabel/\w+ \(relabel\): bump VERSION of relabel"):
+        golden_outputs.check(store, "golden", golden)

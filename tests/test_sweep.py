@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from tests import golden_outputs
 from w2s_ray.artifacts import StageLog, Store
 from w2s_ray.sweep import consumers
 
@@ -102,6 +103,7 @@ def test_smoke_sweep_runs_every_method_and_saves_the_analyses(tmp_path):
     assert {"ours", "ours-random", "relabel", "evaluate"} <= direct
     assert {"wts2", "mixed", "partition", "reward", "reward_scores", "selected"} <= downstream
     assert f"used by: {', '.join(sorted(direct))}; downstream: " in out
+    golden_outputs.check(store, "smoke", Path(__file__).parent / "golden" / "smoke_every_method.json")
 
 
 def test_weaken_does_not_apply_below_the_lowest_rung(tmp_path):

@@ -1,0 +1,68 @@
+"""Golden (key, output) pairs: an artifact whose output changes while its key stays the same
+would be served stale from every store that already holds it. A run compares the outputs of
+every committed artifact with those recorded for the same key; a differing output under an
+unchanged key is a missing VERSION bump. When keys change on purpose, record them again:
+`W2S_RAY_GOLDEN=update pytest <the test>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from safetensors.numpy import load
+
+from w2s_ray.artifacts import Artifact, StageLog, Store
+
+UPDATE = os.environ.get("W2S_RAY_GOLDEN") == "update"
+
+
+def output_hash(store: Store, art: Artifact) -> str | None:
+    """The content of an artifact's table or weights (not its files' bytes, which carry library
+    versions and timestamps); None for an artifact with neither."""
+    folder = store.location(art)
+    digest = hashlib.sha256()
+    if store.exists(f"{folder}/table.parquet"):
+        df = store.read_table(f"{folder}/table.parquet")
+        digest.update(",".join(df.columns).encode())
+        digest.update(pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy().tobytes())
+    elif store.exists(f"{folder}/model.safetensors"):
+        with store.fs.open_input_stream(f"{folder}/model.safetensors") as f:
+            tensors = load(f.read())
+        for name in sorted(tensors):
+            digest.update(name.encode())
+            digest.update(tensors[name].tobytes())
+    else:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def outputs(store: Store, sweep: str) -> dict[str, dict[str, str]]:
+    """`stage/key` -> {tag, output} of every artifact the sweep built."""
+    log = StageLog(store, sweep, "").frame()
+    built = log[log["status"] == "built"]
+    out = {}
+    for stage, key, tag in zip(built["stage"], built["key"], built["tag"].astype(str)):
+        art = Artifact(stage, key)
+        if store.committed(art) and (found := output_hash(store, art)) is not None:
+            out[f"{stage}/{key}"] = {"tag": tag, "output": found}
+    return out
+
+
+def check(store: Store, sweep: str, golden: Path) -> None:
+    now = outputs(store, sweep)
+    if UPDATE:
+        golden.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+        return
+    assert golden.exists(), f"no golden outputs at {golden}: record them with W2S_RAY_GOLDEN=update"
+    recorded = json.loads(golden.read_text())
+    stale = [f"{art} ({now[art]['tag']}): bump VERSION of {art.split('/')[0]}"
+             for art in sorted(now.keys() & recorded.keys()) if now[art]["output"] != recorded[art]["output"]]
+    assert not stale, "output changed under an unchanged key:\n  " + "\n  ".join(stale)
+    new = sorted({art.split("/")[0] for art in now.keys() - recorded.keys()})
+    assert now.keys() == recorded.keys(), (
+        f"artifact keys changed (new keys of {new}, {len(recorded.keys() - now.keys())} recorded ones "
+        f"gone): if intended, record them again with W2S_RAY_GOLDEN=update")
