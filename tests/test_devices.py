@@ -36,3 +36,23 @@ def test_vllm_context_bound_covers_every_prompt_and_budget_at_one_token_per_byte
     needed = [len(tok(p)["input_ids"]) + 1 + n for p, n in zip(df["prompt"], df["max_new_tokens"])]
     assert needed[1] == 30 * 2 + 1 + 4
     assert max_generation_tokens(df) == max(needed)
+
+
+def test_warm_worker_tasks_give_the_actor_pools_outputs(ray_local):
+    import ray
+
+    from w2s_ray.models import tiny_ladder
+    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.stages.generate import in_worker_tasks, model_dataset
+
+    inf = InferenceSpec(batch_size=8, cpus_per_actor=0.5)
+    assert in_worker_tasks(inf, "transformers") and not in_worker_tasks(inf, "vllm")
+    assert not in_worker_tasks(InferenceSpec(gpus_per_actor=1), "transformers")
+    prompts = [f"to dazal {w} , do" for w in ("", "twice", "left", "thrice", "right twice")] * 5
+    df = pd.DataFrame({"prompt": prompts, "max_new_tokens": 6, "stop": ""})
+    tiny_ladder.build_ladder(["t1"])
+    model = ModelRef(id="base:t1", source=str(tiny_ladder.rung_path("t1")))
+    runs = [model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, "/", model, {"device": "cpu"},
+                          in_tasks=tasks).to_pandas()["completion"].tolist() for tasks in (False, True, True)]
+    assert runs[0] == runs[1] == runs[2]
+    assert len(set(runs[0])) > 1

@@ -1,4 +1,5 @@
-"""Greedy generation over a prompt table through Ray Data: an actor pool, model loaded once per actor.
+"""Greedy generation over a prompt table through Ray Data: in actors that hold an engine (vLLM,
+GPUs), or in tasks on warm Ray workers that keep the model between stages (transformers on CPU).
 
 Both backends (vLLM, transformers) decode greedily with the same budgets and stop strings, and
 in float32 on CPU their outputs agree token for token (tests/test_vllm.py), so there a stage
@@ -8,6 +9,7 @@ built by one serves a sweep that runs the other; elsewhere the key names the bac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -66,9 +68,39 @@ def max_generation_tokens(df: pd.DataFrame) -> int:
     return int((df["prompt"].str.encode("utf-8").str.len() + 1 + df["max_new_tokens"]).max())
 
 
+@functools.lru_cache(maxsize=2)
+def _process_model(backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
+                   dtype: str, options: tuple) -> Callable:
+    """A model kept by a Ray worker process between stages: the weak and the strong model of a
+    pair alternate, so two are kept."""
+    return backend(local_model_path(root, source, stored), torch_threads, dtype, **dict(options))
+
+
+def _map_in_process(batch, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
+                    dtype: str, options: dict):
+    return _process_model(backend, root, source, stored, torch_threads, dtype,
+                          tuple(sorted(options.items())))(batch)
+
+
+def in_worker_tasks(inf: InferenceSpec, backend: str) -> bool:
+    """Whether a stage maps its rows in Ray tasks that reuse warm worker processes and their
+    loaded models (transformers on CPU, where a load takes milliseconds) rather than in actors
+    started for the stage (vLLM engines, GPUs). An actor costs a new process with its imports,
+    ~6 s per stage on 2 cores against ~0.4 s on a warm worker (benchmarks/overhead.py)."""
+    return backend == "transformers" and not inf.gpus_per_actor
+
+
 def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, root: str,
-                  model: ModelRef, options: dict) -> ray.data.Dataset:
-    """`ds` mapped by `backend` in a Ray Data actor pool (`engines_per_model` actors)."""
+                  model: ModelRef, options: dict, in_tasks: bool = False) -> ray.data.Dataset:
+    """`ds` mapped by `backend` in a Ray Data actor pool (`engines_per_model` actors), or in as
+    many concurrent tasks on warm workers that keep the model between stages."""
+    if in_tasks:
+        return ds.map_batches(
+            _map_in_process,
+            fn_kwargs={"backend": backend, "root": root, "source": model.source, "stored": model.stored,
+                       "torch_threads": inf.torch_threads, "dtype": inf.dtype, "options": options},
+            batch_size=inf.batch_size, concurrency=inf.engines_per_model, num_cpus=inf.cpus_per_actor,
+            batch_format="numpy")
     return ds.map_batches(
         _Actor,
         fn_constructor_kwargs={"backend": backend, "root": root, "source": model.source,
@@ -96,14 +128,14 @@ def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend
                    outputs: list[str], max_tokens: int, options: dict | None = None
                    ) -> tuple[pd.DataFrame, dict]:
     """`df` with the `outputs` columns of the backend `inference.backend` picks among `backends`
-    (constructed with `options` too), through a Ray Data actor pool (model loaded once per
-    actor), row order kept; also what ran it: the summed compute seconds, the backend and the
+    (constructed with `options` too), through Ray Data (`model_dataset`), row order kept; also what ran it: the summed compute seconds, the backend and the
     reason for it. No row needs more than `max_tokens` tokens of context."""
     inf = stage_inference(ctx, model)
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
     ds = model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
-                       {**engine_options(inf, backend, max_tokens), **(options or {})})
+                       {**engine_options(inf, backend, max_tokens), **(options or {})},
+                       in_tasks=in_worker_tasks(inf, backend))
     out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
