@@ -1,15 +1,19 @@
-"""Ray's overhead on the smoke preset, measured side by side in one run.
+"""Ray's fixed costs on the tiny presets, measured side by side in one run.
 
-    python benchmarks/overhead.py
+    python benchmarks/overhead.py [--preset smoke|tiny]
 
-Prints (1) the sweep's wall time divided by the sum of its stages' compute time (the time spent
-inside the training loops and inside `generate`), and (2) Ray Train samples/s divided by a plain
-torch loop's on the same model and data, for Ray Train's local mode (the tiny presets' setting)
-and for a one-worker Ray Train worker group (the default before local mode).
+Prints (1) the sweep's wall time divided by the sum of its built stages' compute time (the time
+inside the training loops and inside the backends), for an empty store; (2) one generation
+stage's wall time in a Ray Data actor pool started for it against Ray Data tasks on warm
+workers that keep the model (the CPU path since this benchmark was written), each the second
+of two runs; (3) Ray Train samples/s divided by a plain torch loop's on the same model and data,
+for Ray Train's local mode (the tiny presets' setting) and a one-worker worker group, each on a
+cold worker process and on a warm one.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 import time
@@ -19,18 +23,20 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
+from w2s_ray.capabilities import registry
 from w2s_ray.config import load_config
-from w2s_ray.models import tiny_ladder
 from w2s_ray.models.ladder import publish_tiny_ladder
 from w2s_ray.models.tokenizer import load_tokenizer
 from w2s_ray.stages import data
+from w2s_ray.stages.backends import TransformersBackend
 from w2s_ray.stages.context import StageContext
+from w2s_ray.stages.generate import engine_options, max_generation_tokens, model_dataset
 from w2s_ray.stages.train import encode_buckets, optimize, sft
-from w2s_ray.sweep import run_sweep
+from w2s_ray.sweep import WARM_WORKERS, run_sweep
 
 
-def sweep_overhead(root: str) -> tuple[float, float]:
-    config = load_config("smoke", {"storage": root, "name": "overhead"})
+def sweep_overhead(root: str, preset: str) -> tuple[float, float]:
+    config = load_config(preset, {"storage": root, "name": "overhead"})
     start = time.perf_counter()
     stage_log = run_sweep(config).stage_log
     wall = time.perf_counter() - start
@@ -59,22 +65,54 @@ def train_throughputs(root: str) -> dict[str, float]:
     for name, workers in (("Ray Train local mode (num_workers=0)", 0),
                           ("Ray Train worker group (num_workers=1)", 1)):
         ctx.config = config.model_copy(update={"train": hp.model_copy(update={"num_workers": workers})})
-        ctx.seed = 100 + workers  # a distinct artifact, so it trains rather than reuses
-        start = time.perf_counter()
-        sft(ctx, base, table)
-        rates[name] = stats["samples"] / (time.perf_counter() - start)
+        for run in ("first", "second"):
+            ctx.seed = len(rates)  # a distinct artifact, so it trains rather than reuses
+            start = time.perf_counter()
+            sft(ctx, base, table)
+            rates[f"{name}, {run} run"] = stats["samples"] / (time.perf_counter() - start)
     return rates
 
 
+def generation_walls(root: str) -> dict[str, float]:
+    """One generation stage's wall, actor pool vs warm tasks, each the second of two runs."""
+    config = load_config("smoke", {"storage": root, "splits.test": 100})
+    store = Store(root)
+    builder = Builder(store, StageLog(store, "bench", "bench"), lease_book("bench"), "bench")
+    publish_tiny_ladder(store, ["t1"], builder.stage_log)
+    ctx = StageContext(config, store, builder, seed=0)
+    model = ctx.base("t1")
+    df = data.read(ctx, data.split_table(ctx, "test", with_gold_labels=True))
+    df = df.assign(max_new_tokens=[registry.get(c).max_new_tokens for c in df["capability"]],
+                   stop=[registry.get(c).stop for c in df["capability"]])
+    inf = config.inference
+    options = engine_options(inf, "transformers", max_generation_tokens(df))
+    walls = {}
+    for name, in_tasks in (("actor pool started per stage", False), ("tasks on warm workers", True)):
+        for _ in range(2):
+            start = time.perf_counter()
+            model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, store.root, model, options,
+                          in_tasks=in_tasks).materialize()
+            walls[name] = time.perf_counter() - start
+    return walls
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="smoke", choices=["smoke", "tiny"])
+    preset = parser.parse_args().preset
     logging.basicConfig(level=logging.WARNING)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray")
-    tiny_ladder.build_ladder(["t1", "t2"])
-    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        wall, compute = sweep_overhead(a)
-        rates = train_throughputs(b)
-    print("\n== Ray overhead, smoke preset (one run) ==")
-    print(f"sweep wall time {wall:.1f}s / sum of stage compute {compute:.1f}s = {wall / compute:.1f}x")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray",
+             _system_config=WARM_WORKERS)
+    with (tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b,
+          tempfile.TemporaryDirectory() as c):
+        wall, compute = sweep_overhead(a, preset)
+        walls = generation_walls(b)
+        rates = train_throughputs(c)
+    print(f"\n== Ray overhead, {preset} preset (one run) ==")
+    print(f"sweep wall time {wall:.1f}s / sum of built stages' compute {compute:.1f}s = {wall / compute:.2f}x")
+    (actors, actor_wall), (tasks, task_wall) = walls.items()
+    print(f"one generation stage (smoke test split, t1): {actors} {actor_wall:.2f}s, {tasks} "
+          f"{task_wall:.2f}s = {actor_wall / task_wall:.1f}x")
     plain = rates.pop("plain torch loop")
     print(f"plain torch loop: {plain:.1f} samples/s (model load + encode + loop)")
     for name, rate in rates.items():
