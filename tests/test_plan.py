@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from w2s_ray.config import RungSpec, load_config
+from w2s_ray.config import RungSpec, load_config, preset_names
 from w2s_ray.models import resources
 from w2s_ray.models.resources import ARCHS, FIT_GB, PLANS, TrainPlan, train_memory_gb
 
@@ -70,3 +70,27 @@ def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(
     ctx = context(tmp_path, **{"inference.plan": True})
     assert stage_inference(ctx, ctx.base("t1")) == ctx.config.inference
     assert stage_inference(ctx, ModelRef("x", "y")) == ctx.config.inference
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_stage_of_every_shipped_preset_fits_its_device_in_the_layout_it_runs(preset):
+    from w2s_ray.plan import plan_stages, stage_memory_gb
+    from w2s_ray.stages import fetch
+
+    config = fetch.pin_revisions(load_config(preset), lambda rung: "planned")
+    over = [(s["stage"], s.get("tag"), s.get("rung"), round(m)) for s in plan_stages(config)
+            if (m := stage_memory_gb(config, s)) is not None and m > FIT_GB]
+    assert not over, f"{preset}: stages over {FIT_GB:.0f} GB per GPU: {over}"
+
+
+def test_the_layout_check_sees_what_a_preset_without_plans_would_run():
+    from w2s_ray.plan import stage_memory_gb
+
+    config = load_config("qwen15-paper", {"train.plan": False, "train.num_workers": 1,
+                                          "train.use_gpu": True, "inference.plan": False,
+                                          "inference.gpus_per_actor": 1, "inference.dtype": "float32"})
+    wts_7b = {"stage": "sft", "rung": "7b"}
+    assert stage_memory_gb(config, wts_7b) > 80, "7B, fp32, micro-batch 40 on one GPU"
+    assert stage_memory_gb(config, {"stage": "generate", "rung": "7b"}) < FIT_GB
+    planned = load_config("qwen15-paper")
+    assert stage_memory_gb(planned, wts_7b) < FIT_GB

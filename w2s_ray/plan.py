@@ -109,6 +109,30 @@ def rows(config: SweepConfig, stage: dict[str, Any]) -> tuple[int, int]:
     return n, tokens
 
 
+def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
+    """Estimated peak memory per GPU of a GPU stage in the layout it will actually run with (the
+    plan's row where `plan: true`, else the config's own fields); None for a CPU stage."""
+    rung = stage.get("rung")
+    size = resources.size_of(config.ladder.rung(rung)) if rung else None
+    if size is None:
+        return None
+    arch = resources.ARCHS[size]
+    if stage["stage"] in ("sft", "reward_model"):
+        hp = resources.training_hparams(config.train, size) if config.train.plan else config.train
+        if not hp.use_gpu:
+            return None
+        return resources.train_memory_gb(arch, resources.layout_of(hp), hp.max_length,
+                                         bf16=hp.mixed_precision == "bf16")["total"]
+    if stage["stage"] in ("generate", "reward_scores"):
+        inf = resources.inference_spec(config.inference, size) if config.inference.plan else config.inference
+        if not inf.gpus_per_actor:
+            return None
+        tp = resources.InferPlan(inf.tensor_parallel_size)
+        need = resources.infer_memory_gb(arch, tp, dtype_bytes=4 if inf.dtype == "float32" else 2)
+        return resources.GPU_GB - need["kv_cache"] if need["max_num_seqs"] >= 1 else float("inf")
+    return None
+
+
 def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     """(resource request, GPU-hours) of one planned stage."""
     rung = stage.get("rung")
@@ -150,6 +174,9 @@ def dry_run(config: SweepConfig) -> str:
         total += hours
         done_h += hours if committed else 0.0
         n_done += committed
+        memory = stage_memory_gb(config, s)
+        if memory is not None and memory > resources.FIT_GB:
+            request += f" OVER MEMORY: {memory:.0f} GB > {resources.FIT_GB:.0f}"
         lines.append(f"{s['stage']:<14}{s.get('tag', '')!s:<16}{s.get('rung') or '-'!s:<6}"
                      f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}")
     naive_stages = plan_stages(config, naive=True)

@@ -108,8 +108,9 @@ PLANS: dict[str, Plan] = {
 }
 
 
-def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ) -> dict[str, float]:
-    """Estimated peak memory per GPU of one training worker, by part, in GB."""
+def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = True) -> dict[str, float]:
+    """Estimated peak memory per GPU of one training worker, by part, in GB. Without bf16 mixed
+    precision, activations and logits are fp32: twice the activations, 12 bytes per logit."""
     shards = plan.workers if plan.strategy == "fsdp" else 1
     b, h, layers = plan.micro_batch, arch.hidden, arch.layers
     if plan.activation_checkpointing:
@@ -118,9 +119,9 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ) -> dict[str, fl
         activations = 34 * seq * b * h * layers
     parts = {
         "states": 16 * arch.params / shards,
-        "gathered": 4 * arch.layer_params if plan.strategy == "fsdp" else 0,
-        "activations": activations,
-        "logits": 10 * seq * b * arch.vocab,
+        "gathered": (4 if bf16 else 8) * arch.layer_params if plan.strategy == "fsdp" else 0,
+        "activations": activations * (1 if bf16 else 2),
+        "logits": (10 if bf16 else 12) * seq * b * arch.vocab,
     }
     out = {k: v / 1e9 for k, v in parts.items()}
     out["overhead"] = OVERHEAD_GB
@@ -128,9 +129,16 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ) -> dict[str, fl
     return out
 
 
-def infer_memory_gb(arch: Arch, plan: InferPlan, seq: int = SEQ) -> dict[str, float]:
-    """vLLM per GPU: bf16 weights / TP, and how many `seq`-token sequences the KV cache holds."""
-    weights = 2 * arch.params / plan.tensor_parallel / 1e9
+def layout_of(hp: TrainHParams) -> TrainPlan:
+    """The layout a training stage runs with under `hp`, whether or not a plan set it."""
+    workers = max(1, hp.num_workers)
+    return TrainPlan(workers, hp.strategy, -(-hp.batch_size // (workers * hp.grad_accum)), hp.grad_accum,
+                     hp.activation_checkpointing)
+
+
+def infer_memory_gb(arch: Arch, plan: InferPlan, seq: int = SEQ, dtype_bytes: int = 2) -> dict[str, float]:
+    """vLLM per GPU: weights / TP, and how many `seq`-token sequences the KV cache holds."""
+    weights = dtype_bytes * arch.params / plan.tensor_parallel / 1e9
     kv_gb = VLLM_MEMORY_FRACTION * GPU_GB - weights - OVERHEAD_GB
     per_seq = arch.kv_bytes_per_token() / plan.tensor_parallel * seq / 1e9
     return {"weights": weights, "kv_cache": kv_gb,
