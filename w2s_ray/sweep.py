@@ -178,5 +178,7 @@ def init_ray(num_cpus: int | None) -> None:
     if os.environ.get("W2S_RAY_CACHE"):
         os.environ["W2S_RAY_CACHE"] = str(Path(os.environ["W2S_RAY_CACHE"]).expanduser().resolve())
     if not ray.is_initialized():
+        # A cluster keeps the system config it was started with; only a Ray started here takes ours.
+        started_here = {} if os.environ.get("RAY_ADDRESS") else {"_system_config": WARM_WORKERS}
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, namespace="w2s_ray",
-                 logging_level=logging.WARNING, _system_config=WARM_WORKERS)
+                 logging_level=logging.WARNING, **started_here)
