@@ -7,8 +7,8 @@ For each tiny rung, the same prompts (an equal share of every capability, half t
 unlabeled split, each with its capability's budget and stop string) go through:
 - each backend called directly: end to end (model load / engine start + one pass) and the
   steady-state generated tokens/s of a second pass (transformers batched, left-padded, KV cache);
-- each backend inside the Ray Data generation stage (`model_dataset`, the stage's own actor
-  pool): end to end including the actor's start, and its steady-state rate from the start of
+- each backend inside the Ray Data generation stage (`model_dataset`, on an engine host started
+  for it): end to end including the actor's start, and its steady-state rate from the start of
   its first batch to the end of its last, so the wrapper's own cost (batching, scheduling,
   serialization) shows against the raw rate.
 """
@@ -91,9 +91,10 @@ class Stamped:
 def through_ray_data(backend: str, path: str, df: pd.DataFrame, inf: InferenceSpec
                      ) -> tuple[float, pd.DataFrame]:
     start = time.perf_counter()
-    ds = model_dataset(ray.data.from_pandas(df), inf, Stamped, root="/", model=ModelRef("bench", path),
-                       options={"inner": backend, **engine_options(inf, backend, max_generation_tokens(df))})
-    out = ds.to_pandas()
+    with model_dataset(ray.data.from_pandas(df.assign(_row=range(len(df)))), inf, Stamped, root="/",
+                       model=ModelRef("bench", path),
+                       options={"inner": backend, **engine_options(inf, backend, max_generation_tokens(df))}) as ds:
+        out = ds.to_pandas().sort_values("_row").drop(columns="_row")
     return time.perf_counter() - start, out
 
 

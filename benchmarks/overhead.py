@@ -2,11 +2,11 @@
 
     python benchmarks/overhead.py [--preset smoke|tiny]
 
-Prints (1) the sweep's wall time for an empty store, and its built stages' summed wall time
-divided by their summed compute time (the time inside the training loops and the backends); (2) one generation
-stage's wall time in a Ray Data actor pool started for it against Ray Data tasks on warm
-workers that keep the model (the CPU path since this benchmark was written), each the second
-of two runs; (3) Ray Train samples/s divided by a plain torch loop's on the same model and data,
+Prints (1) the sweep's wall time for an empty store, its built stages' summed wall time
+divided by their summed compute time (the time inside the training loops and the backends), and
+its engine starts (or warm-worker model loads) per model; (2) one generation stage's wall time on
+an engine host it starts, on the host kept for a model's next stage (the vLLM / GPU path), and in
+tasks on warm workers that keep the model (the CPU transformers path); (3) Ray Train samples/s divided by a plain torch loop's on the same model and data,
 for Ray Train's local mode (the tiny presets' setting) and a one-worker worker group, each on a
 cold worker process and on a warm one.
 """
@@ -32,17 +32,19 @@ from w2s_ray.stages.backends import TransformersBackend
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.generate import engine_options, max_generation_tokens, model_dataset
 from w2s_ray.stages.train import encode_buckets, optimize, sft
-from w2s_ray.sweep import WARM_WORKERS, run_sweep
+from w2s_ray.sweep import WARM_WORKERS, run_sweep, summarize_engine_starts
 
 
-def sweep_overhead(root: str, preset: str) -> tuple[float, float, float]:
-    """(the sweep's wall time, its built stages' summed wall time, their summed compute)."""
+def sweep_overhead(root: str, preset: str) -> tuple[float, float, float, dict[str, int]]:
+    """(the sweep's wall time, its built stages' summed wall time, their summed compute, engine
+    starts or warm-worker loads per model)."""
     config = load_config(preset, {"storage": root, "name": "overhead"})
     start = time.perf_counter()
-    stage_log = run_sweep(config).stage_log
+    result = run_sweep(config)
     wall = time.perf_counter() - start
-    built = stage_log[stage_log["status"] == "built"]
-    return wall, float(built["seconds"].sum()), float(built["compute_seconds"].fillna(0).sum())
+    built = result.stage_log[result.stage_log["status"] == "built"]
+    return (wall, float(built["seconds"].sum()), float(built["compute_seconds"].fillna(0).sum()),
+            result.engine_starts)
 
 
 def train_throughputs(root: str) -> dict[str, float]:
@@ -75,7 +77,8 @@ def train_throughputs(root: str) -> dict[str, float]:
 
 
 def generation_walls(root: str) -> dict[str, float]:
-    """One generation stage's wall, actor pool vs warm tasks, each the second of two runs."""
+    """One generation stage's wall: on an engine host it starts, on the host kept from that
+    stage, and in tasks on warm workers (the second of two runs)."""
     config = load_config("smoke", {"storage": root, "splits.test": 100})
     store = Store(root)
     builder = Builder(store, StageLog(store, "bench", "bench"), lease_book("bench"), "bench")
@@ -87,13 +90,16 @@ def generation_walls(root: str) -> dict[str, float]:
                    stop=[registry.get(c).stop for c in df["capability"]])
     inf = config.inference
     options = engine_options(inf, "transformers", max_generation_tokens(df))
+    df = df.assign(_row=range(len(df)))
     walls = {}
-    for name, in_tasks in (("actor pool started per stage", False), ("tasks on warm workers", True)):
-        for _ in range(2):
-            start = time.perf_counter()
-            model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, store.root, model, options,
-                          in_tasks=in_tasks).materialize()
-            walls[name] = time.perf_counter() - start
+    for name, in_tasks in (("engine host started", False), ("engine host kept", False),
+                           ("warm-worker tasks, first", True), ("warm-worker tasks", True)):
+        start = time.perf_counter()
+        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, store.root, model, options,
+                           in_tasks=in_tasks) as ds:
+            ds.materialize()
+        walls[name] = time.perf_counter() - start
+    walls.pop("warm-worker tasks, first")
     return walls
 
 
@@ -106,15 +112,16 @@ def main() -> None:
              _system_config=WARM_WORKERS)
     with (tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b,
           tempfile.TemporaryDirectory() as c):
-        wall, stages, compute = sweep_overhead(a, preset)
+        wall, stages, compute, starts = sweep_overhead(a, preset)
         walls = generation_walls(b)
         rates = train_throughputs(c)
     print(f"\n== Ray overhead, {preset} preset (one run) ==")
     print(f"sweep wall time {wall:.1f}s (ladder cached); built stages' wall {stages:.1f}s / their "
           f"compute {compute:.1f}s = {stages / compute:.2f}x")
-    (actors, actor_wall), (tasks, task_wall) = walls.items()
-    print(f"one generation stage (smoke test split, t1): {actors} {actor_wall:.2f}s, {tasks} "
-          f"{task_wall:.2f}s = {actor_wall / task_wall:.1f}x")
+    print(summarize_engine_starts(starts))
+    print("one generation stage (smoke test split, t1): "
+          + ", ".join(f"{name} {w:.2f}s" for name, w in walls.items())
+          + f"; started / kept = {walls['engine host started'] / walls['engine host kept']:.1f}x")
     plain = rates.pop("plain torch loop")
     print(f"plain torch loop: {plain:.1f} samples/s (model load + encode + loop)")
     for name, rate in rates.items():

@@ -6,14 +6,15 @@ import torch
 
 from w2s_ray.config import InferenceSpec
 from w2s_ray.stages.backends import TransformersBackend
-from w2s_ray.stages.generate import GPUUnavailable, _Actor, engine_options, max_generation_tokens
+from w2s_ray.stages.engines import EngineHost, GPUUnavailable
+from w2s_ray.stages.generate import engine_options, max_generation_tokens
 
 
-def test_an_actor_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything():
+def test_an_engine_host_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything():
     assert not torch.cuda.is_available(), "this check needs a machine whose torch sees no GPU"
     with pytest.raises(GPUUnavailable, match="gpus_per_actor=1.0 .* would decode on CPU"):
-        _Actor(TransformersBackend, root="/", source="/no/such/model", stored=False, torch_threads=1,
-               dtype="float32", options={}, gpus=1.0)
+        EngineHost(TransformersBackend, root="/", source="/no/such/model", stored=False, torch_threads=1,
+                   dtype="float32", options={}, gpus=1.0)
 
 
 def test_transformers_backends_are_placed_on_the_actors_device():
@@ -38,7 +39,7 @@ def test_vllm_context_bound_covers_every_prompt_and_budget_at_one_token_per_byte
     assert max_generation_tokens(df) == max(needed)
 
 
-def test_warm_worker_tasks_give_the_actor_pools_outputs(ray_local):
+def test_warm_worker_tasks_give_the_engine_hosts_outputs(ray_local):
     import ray
 
     from w2s_ray.models import tiny_ladder
@@ -49,10 +50,13 @@ def test_warm_worker_tasks_give_the_actor_pools_outputs(ray_local):
     assert in_worker_tasks(inf, "transformers") and not in_worker_tasks(inf, "vllm")
     assert not in_worker_tasks(InferenceSpec(gpus_per_actor=1), "transformers")
     prompts = [f"to dazal {w} , do" for w in ("", "twice", "left", "thrice", "right twice")] * 5
-    df = pd.DataFrame({"prompt": prompts, "max_new_tokens": 6, "stop": ""})
+    df = pd.DataFrame({"prompt": prompts, "max_new_tokens": 6, "stop": ""}).assign(_row=range(len(prompts)))
     tiny_ladder.build_ladder(["t1"])
     model = ModelRef(id="base:t1", source=str(tiny_ladder.rung_path("t1")))
-    runs = [model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, "/", model, {"device": "cpu"},
-                          in_tasks=tasks).to_pandas()["completion"].tolist() for tasks in (False, True, True)]
+    runs = []
+    for tasks in (False, True, True):
+        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, "/", model, {"device": "cpu"},
+                           in_tasks=tasks) as ds:
+            runs.append(ds.to_pandas().sort_values("_row")["completion"].tolist())
     assert runs[0] == runs[1] == runs[2]
     assert len(set(runs[0])) > 1

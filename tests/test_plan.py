@@ -56,6 +56,12 @@ def test_dry_run_of_the_scale_grid_is_quick_and_dedup_beats_the_naive_grid(tmp_p
     assert re.search(r"sft +wts +72b +todo +20 GPU fsdp mb1x2 ac", out)
     assert re.search(r"generate +weak_labels +32b +todo +2 GPU vLLM tp2", out)
     assert not (tmp_path / "artifacts").exists(), "a dry run writes nothing"
+    # One engine per model: its labels (or relabel) and its test evaluation share it.
+    per_stage, stage_h, per_model, model_h = map(float, re.search(
+        r"engine starts: one per inference stage (\d+) \(([\d.]+) GPU-h\); engine hosts, one per model "
+        r"(\d+) \(([\d.]+) GPU-h\)", out).groups())
+    inference = re.findall(r"^(?:generate|reward_scores) ", out, re.MULTILINE)
+    assert per_stage == len(inference) and per_model < per_stage and 0 < model_h < stage_h
 
 
 def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(ray_local, tmp_path):

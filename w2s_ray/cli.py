@@ -58,7 +58,13 @@ def main(argv: list[str]) -> int:
         print(dry_run(config))
         return 0
     from w2s_ray.stages.fetch import RevisionError, pin_revisions, resolve_revision
-    from w2s_ray.sweep import SweepFailed, init_ray, run_sweep, summarize_stage_log
+    from w2s_ray.sweep import (
+        SweepFailed,
+        init_ray,
+        run_sweep,
+        summarize_engine_starts,
+        summarize_stage_log,
+    )
 
     try:  # before Ray starts: an unreachable hub fails here, not inside a trial
         config = pin_revisions(config, resolve_revision)
@@ -74,6 +80,7 @@ def main(argv: list[str]) -> int:
         return 1
     tables = result.tables
     print(summarize_stage_log(result.stage_log))
+    print(summarize_engine_starts(result.engine_starts))
     print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):")
     print(tables["pgr"].to_markdown(index=False))
     print("\nPer capability:")

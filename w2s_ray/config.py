@@ -86,7 +86,11 @@ class InferenceSpec(Strict):
         "auto", description="auto: vLLM on GPU nodes; on CPU the faster end to end for the stage "
                             "(w2s_ray/stages/choose.py)")
     batch_size: int = Field(64, gt=0, description="rows per Ray Data batch")
-    engines_per_model: int = Field(1, ge=1, description="Ray Data actors, each holding one model")
+    engines_per_model: int = Field(1, ge=1, description="engines (or warm-worker tasks) that decode one "
+                                                        "model's stage side by side")
+    engines_kept: int = Field(2, ge=0, description="idle engine hosts kept between stages (vLLM, GPUs), "
+                                                   "least recently used stopped first; training on GPUs "
+                                                   "stops every idle one")
     concurrency: int = Field(256, ge=1, description="sequences one vLLM engine decodes at once "
                                                     "(max_num_seqs)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine")

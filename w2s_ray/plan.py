@@ -11,6 +11,10 @@ Throughput model (stated assumptions, A100 80 GB, bf16):
 - reward scoring: a forward pass, tokens x 2 x params at the same MFU;
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
   stops at EOS) / VLLM_TOKENS_PER_GPU_S[size] per GPU, batched greedy decoding.
+- an engine start: bf16 weights read at LOAD_GB_PER_S plus ENGINE_WARMUP_S (CUDA graphs, KV cache
+  profiling), on every GPU of the engine. Engine hosts (stages/engines.py) start one per model;
+  the figure per inference stage is what a fresh engine per stage costs, and the real count lies
+  between the two when training stops idle hosts for its GPUs.
 Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
 """
 
@@ -36,6 +40,10 @@ TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per c
 VLLM_TOKENS_PER_GPU_S = {"0.5b": 20000, "1.8b": 12000, "4b": 7000, "7b": 4500, "14b": 2500,
                          "32b": 1200, "72b": 600}
 GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
+INFERENCE_STAGES = ("generate", "reward_scores")
+LOAD_GB_PER_S = 2.0
+ENGINE_WARMUP_S = 60.0
+MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
 
 
 class PlanStore(Store):
@@ -160,6 +168,30 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     return f"{tp} GPU vLLM tp{tp}", new_tokens / VLLM_TOKENS_PER_GPU_S[size] / 3600
 
 
+def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
+    """Engine starts and their GPU-hours: one per inference stage, and one per model (hosts)."""
+    per_stage: list[tuple[str, str]] = []
+    for s in stages:
+        if s["stage"] in INFERENCE_STAGES and s.get("rung"):
+            model = next(i for i in s["inputs"] if i.startswith(MODEL_INPUTS))
+            per_stage.append((model, s["rung"]))
+
+    def hours(starts) -> float:
+        total = 0.0
+        for _, rung in starts:
+            size = resources.size_of(config.ladder.rung(rung))
+            if size is None:
+                continue
+            gpus = resources.PLANS[size].infer.tensor_parallel
+            seconds = 2 * resources.ARCHS[size].params / 1e9 / LOAD_GB_PER_S + ENGINE_WARMUP_S
+            total += gpus * seconds / 3600
+        return total
+
+    per_model = set(per_stage)
+    return (f"engine starts: one per inference stage {len(per_stage)} ({hours(per_stage):.1f} GPU-h); "
+            f"engine hosts, one per model {len(per_model)} ({hours(per_model):.1f} GPU-h)")
+
+
 def dry_run(config: SweepConfig) -> str:
     """The report `--dry-run` prints."""
     config = fetch.pin_revisions(config, fetch.planned_revision)
@@ -186,6 +218,7 @@ def dry_run(config: SweepConfig) -> str:
               f"GPU-hours, deduplicated grid: {total:.1f} (of which committed: {done_h:.1f}; left: {total - done_h:.1f})",
               f"GPU-hours, naive grid (every stage rerun per pair x seed x method): {naive:.1f}",
               f"naive / deduplicated: {naive / total:.2f}x" if total else "no GPU stage in this grid",
+              engine_starts(config, stages),
               *[f"hub revision of {r.name}: {r.model}@{r.revision}"
                 + (" (neither the hub nor this machine's cache answered; the run pins it at its start)"
                    if r.revision == fetch.UNPINNED else "")

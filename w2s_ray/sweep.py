@@ -24,7 +24,7 @@ from w2s_ray.config import SweepConfig
 from w2s_ray.methods import NotApplicable, targets
 from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
 from w2s_ray.report import write_results
-from w2s_ray.stages import data, fetch
+from w2s_ray.stages import data, engines, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate
 
@@ -74,6 +74,7 @@ class SweepResult(NamedTuple):
     stage_log: pd.DataFrame  # this run's events
     failed: list[str]  # one line per failed trial: "<weak> -> <strong> seed <s>: <first error line>"
     results: str  # where the tables were written
+    engine_starts: dict[str, int]  # model id -> engine starts (or warm-worker loads) in this run
 
 
 class SweepFailed(RuntimeError):
@@ -92,6 +93,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
     leases_for(store)  # made by the driver, before any trial can race to create it
+    engine_book = engines.book()
+    starts_before = ray.get(engine_book.engine_starts.remote())
     run_folder = store.path("sweeps", config.name, "runs", run_id)
     store.write_json(f"{run_folder}/config.json", config.model_dump(mode="json"))
     publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), StageLog(store, config.name, run_id))
@@ -110,7 +113,14 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
                                   verbose=1, failure_config=tune.FailureConfig(max_failures=1)),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        ray.get(engine_book.release_idle.remote())
+    # Counted by the cluster's book: a sweep running beside this one on the cluster adds its own.
+    starts = ray.get(engine_book.engine_starts.remote())
+    starts = {m: n - starts_before.get(m, 0) for m, n in starts.items() if n > starts_before.get(m, 0)}
+    store.write_json(f"{run_folder}/engine_starts.json", starts)
     finished = [r for r in grid if r.error is None and r.metrics and "rows" in r.metrics]
     failed = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}: "
               f"{first_line(r.error)}" for r in grid if r.error is not None]
@@ -132,7 +142,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     elif store.exists(failures):
         store.fs.delete_file(failures)
     tables = write_results(store, results, rows, notes, config.methods)
-    return SweepResult(rows, tables, stage_log, failed, store.uri("sweeps", config.name, "results"))
+    return SweepResult(rows, tables, stage_log, failed, store.uri("sweeps", config.name, "results"),
+                       starts)
 
 
 def consumers(stage_log: pd.DataFrame, artifact_id: str) -> tuple[set[str], set[str]]:
@@ -163,6 +174,14 @@ def summarize_stage_log(stage_log: pd.DataFrame) -> str:
             lines.append(f"{tag} {key[:8]} ({status}) used by: {', '.join(sorted(direct))}"
                          + (f"; downstream: {', '.join(sorted(further))}" if further else ""))
     return "\n".join(lines)
+
+
+def summarize_engine_starts(starts: dict[str, int]) -> str:
+    """One line: engine starts (or warm-worker model loads) per model in this run."""
+    if not starts:
+        return "engine starts: none (every inference stage was reused)"
+    return (f"engine starts (or warm-worker model loads): {sum(starts.values())} for {len(starts)} models, "
+            f"at most {max(starts.values())} for one")
 
 
 #: A Ray started here keeps idle worker processes (with their imports and, for CPU inference,

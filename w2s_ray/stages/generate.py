@@ -1,5 +1,6 @@
-"""Greedy generation over a prompt table through Ray Data: in actors that hold an engine (vLLM,
-GPUs), or in tasks on warm Ray workers that keep the model between stages (transformers on CPU).
+"""Greedy generation over a prompt table through Ray Data: on engine hosts that keep a model's
+engine between its stages (vLLM, GPUs; `engines.py`), or in tasks on warm Ray workers that keep
+the model between stages (transformers on CPU).
 
 Both backends (vLLM, transformers) decode greedily with the same budgets and stop strings, and
 in float32 on CPU their outputs agree token for token (tests/test_vllm.py), so there a stage
@@ -9,8 +10,9 @@ built by one serves a sweep that runs the other; elsewhere the key names the bac
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import ray
@@ -19,37 +21,13 @@ from w2s_ray.artifacts import Artifact
 from w2s_ray.capabilities import registry
 from w2s_ray.config import InferenceSpec
 from w2s_ray.models import resources
-from w2s_ray.stages import data
+from w2s_ray.stages import data, engines
 from w2s_ray.stages.backends import BACKENDS
 from w2s_ray.stages.choose import choose_backend, key_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 
 # 2: every row ends at its own budget and stop string (a batch used to run to its longest)
 VERSION = 2
-
-
-class GPUUnavailable(RuntimeError):
-    """A stage asked for GPUs but its actor's torch sees none: it would decode on CPU."""
-
-
-class _Actor:
-    """Ray Data actor: resolves the model to a local folder on its own node, then wraps a backend."""
-
-    def __init__(self, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
-                 dtype: str, options: dict, gpus: float = 0.0):
-        import torch
-
-        if gpus and not torch.cuda.is_available():
-            raise GPUUnavailable(
-                f"inference.gpus_per_actor={gpus} but this actor's torch sees no CUDA device (torch "
-                f"{torch.__version__}, CUDA build {torch.version.cuda}); it would decode on CPU while "
-                "holding the GPUs. Install a CUDA build of torch on the GPU nodes, or set "
-                "inference.gpus_per_actor: 0")
-        path = local_model_path(root, source, stored)
-        self.impl = backend(path, torch_threads, dtype, **options)
-
-    def __call__(self, batch):
-        return self.impl(batch)
 
 
 def engine_options(inf: InferenceSpec, backend: str, max_tokens: int) -> dict:
@@ -70,49 +48,49 @@ def max_generation_tokens(df: pd.DataFrame) -> int:
 
 @functools.lru_cache(maxsize=2)
 def _process_model(backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
-                   dtype: str, options: tuple) -> Callable:
+                   dtype: str, options: tuple, model_id: str) -> Callable:
     """A model kept by a Ray worker process between stages: the weak and the strong model of a
     pair alternate, so two are kept."""
+    engines.book().loaded.remote(model_id)
     return backend(local_model_path(root, source, stored), torch_threads, dtype, **dict(options))
 
 
 def _map_in_process(batch, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
-                    dtype: str, options: dict):
+                    dtype: str, options: dict, model_id: str):
     return _process_model(backend, root, source, stored, torch_threads, dtype,
-                          tuple(sorted(options.items())))(batch)
+                          tuple(sorted(options.items())), model_id)(batch)
 
 
 def in_worker_tasks(inf: InferenceSpec, backend: str) -> bool:
     """Whether a stage maps its rows in Ray tasks that reuse warm worker processes and their
-    loaded models (transformers on CPU, where a load takes milliseconds) rather than in actors
-    started for the stage (vLLM engines, GPUs). An actor costs a new process with its imports,
-    ~6 s per stage on 2 cores against ~0.4 s on a warm worker (benchmarks/overhead.py)."""
+    loaded models (transformers on CPU, where a load takes milliseconds) rather than on engine
+    hosts (vLLM engines, GPUs). A host costs a new process with its imports once per model (~6 s
+    on 2 cores, against ~0.4 s per stage on a warm worker: benchmarks/overhead.py) and holds its
+    resources between stages, which only pays where the engine itself is slow to start."""
     return backend == "transformers" and not inf.gpus_per_actor
 
 
+@contextlib.contextmanager
 def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, root: str,
-                  model: ModelRef, options: dict, in_tasks: bool = False) -> ray.data.Dataset:
-    """`ds` mapped by `backend` in a Ray Data actor pool (`engines_per_model` actors), or in as
-    many concurrent tasks on warm workers that keep the model between stages."""
+                  model: ModelRef, options: dict, in_tasks: bool = False) -> Iterator[ray.data.Dataset]:
+    """`ds` mapped by `backend`, to be consumed inside the `with` block: on `engines_per_model`
+    engine hosts leased for the block, or in as many concurrent tasks on warm workers that keep
+    the model between stages. Rows need a `_row` column (an int) to spread batches over hosts."""
+    init = {"backend": backend, "root": root, "source": model.source, "stored": model.stored,
+            "torch_threads": inf.torch_threads, "dtype": inf.dtype, "options": options}
     if in_tasks:
-        return ds.map_batches(
-            _map_in_process,
-            fn_kwargs={"backend": backend, "root": root, "source": model.source, "stored": model.stored,
-                       "torch_threads": inf.torch_threads, "dtype": inf.dtype, "options": options},
-            batch_size=inf.batch_size, concurrency=inf.engines_per_model, num_cpus=inf.cpus_per_actor,
-            batch_format="numpy")
-    return ds.map_batches(
-        _Actor,
-        fn_constructor_kwargs={"backend": backend, "root": root, "source": model.source,
-                               "stored": model.stored,
-                               "torch_threads": inf.torch_threads, "dtype": inf.dtype,
-                               "options": options, "gpus": inf.gpus_per_actor},
-        batch_size=inf.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=inf.engines_per_model),
-        num_cpus=inf.cpus_per_actor,
-        num_gpus=inf.gpus_per_actor or None,
-        batch_format="numpy",
-    )
+        yield ds.map_batches(_map_in_process, fn_kwargs={**init, "model_id": model.id},
+                             batch_size=inf.batch_size,
+                             concurrency=inf.engines_per_model, num_cpus=inf.cpus_per_actor,
+                             batch_format="numpy")
+        return
+    names = [engines.host_name(model.id, model.source, inf, options, i) for i in range(inf.engines_per_model)]
+    spec = {"cpus": inf.cpus_per_actor, "gpus": inf.gpus_per_actor,
+            "init": {**init, "gpus": inf.gpus_per_actor}}
+    with engines.leased_hosts(engines.book(), model.id, names, spec, inf.engines_kept) as hosts:
+        # The tasks only forward batches to the hosts, which hold the stage's CPUs and GPUs.
+        yield ds.map_batches(engines.call_host, fn_kwargs={"hosts": hosts}, batch_size=inf.batch_size,
+                             concurrency=len(hosts), num_cpus=0, batch_format="numpy")
 
 
 def stage_inference(ctx: StageContext, model: ModelRef) -> InferenceSpec:
@@ -133,10 +111,10 @@ def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend
     inf = stage_inference(ctx, model)
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    ds = model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
+    with model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
                        {**engine_options(inf, backend, max_tokens), **(options or {})},
-                       in_tasks=in_worker_tasks(inf, backend))
-    out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
+                       in_tasks=in_worker_tasks(inf, backend)) as ds:
+        out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
     compute = float(out.pop("compute_seconds").sum())
     merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
     return merged.reset_index(drop=True), {"compute_seconds": compute, "backend": backend,

@@ -29,7 +29,7 @@ from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.config import TrainHParams
 from w2s_ray.models import resources
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, save_checkpoint, tokenizer_path
-from w2s_ray.stages import parallel
+from w2s_ray.stages import engines, parallel
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 from w2s_ray.stages.data import TABLE
 
@@ -262,6 +262,9 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
         run = RunConfig(name=name, storage_path=ctx.store.uri("ray_train"),
                         failure_config=FailureConfig(max_failures=3),
                         checkpoint_config=CheckpointConfig(num_to_keep=1))
+        if hp.use_gpu:
+            # Idle inference engines hold GPUs this training run needs.
+            ray.get(engines.book().release_idle.remote())
         if hp.num_workers == 0:
             # Outside the trial's placement group: the trial itself reserves almost nothing.
             local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
