@@ -71,7 +71,7 @@ class Shape:
                 f"s{self.seq} {'bf16' if self.bf16 else 'fp32'}{' ckpt' if self.checkpointing else ''}")
 
 
-# Qwen2's proportions (ffn ~ 2.7 x hidden, untied embeddings) at 4M, 12M, 36M and 107M
+# Qwen2's proportions (ffn ~ 2.7 x hidden, untied embeddings) at 2.5M, 12M, 36M and 107M
 # parameters; the vocabulary is smaller than Qwen's 152K so that the layers, not the
 # embeddings, hold most of the larger models, and logits still weigh as much as the layers.
 XS = {"layers": 2, "hidden": 128, "heads": 2, "ffn": 352, "vocab": 8192}
