@@ -10,10 +10,11 @@ process's peak resident memory (getrusage) minus its resident memory after the i
 interpreter, torch and transformers are left out and the weights, gradients, AdamW states,
 activations and logits are in. The subprocess runs with glibc's mmap threshold at 64 KiB: every
 tensor is then mapped on allocation and unmapped on free, so resident memory follows the live
-tensors, as a GPU's caching allocator holds them. With glibc's defaults, freed tensors stay in
-its heap between layers and the peak is 1.3-1.6x higher (docs/memory.md): that slack is the CPU
-allocator's, not the model's. Two steps, because AdamW allocates its
-states in the first and the second runs forward and backward beside them.
+tensors, which is what the estimate counts. With glibc's defaults, freed tensors stay in its
+heap between layers and the peak is 1.3-1.6x higher (docs/memory.md): that slack is the CPU
+allocator's, not the model's (a GPU's caching allocator has its own: the overhead assumption).
+Two steps, because AdamW allocates its states in the first and the second runs forward and
+backward beside them.
 
 Printed: one row per configuration, the measured GB, the estimate for the same shape on a CPU
 (`resources.train_memory_gb(..., device="cpu")`) and their ratio. What only exists on a GPU
