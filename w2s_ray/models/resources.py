@@ -6,14 +6,23 @@ accumulation with workers x micro x accumulation = the paper's global batch of 4
 how vLLM serves it (tensor parallel size; concurrent sequences the KV cache holds).
 
 Parameter counts come from the architectures below (the published configs), never from a hub
-lookup: `--dry-run` needs them offline. Memory per GPU (bytes), following Rajbhandari et al.
-2020 (ZeRO) for states and Korthikanti et al. 2022 for activations:
-  states       16 x P / shards   fp32 master weights 4 + fp32 grads 4 + Adam m, v 8
-  gathered     2 x 2 x layer     FSDP: one bf16 layer unsharded, one prefetched
-  activations  34 x s x b x h x L  without checkpointing (flash attention: no s^2 term);
-               2 x s x b x h x L + 34 x s x b x h  with it (layer inputs kept, one layer recomputed)
-  logits       10 x s x b x V    bf16 logits, their fp32 copy for the loss, its gradient
-  overhead     3 GB              CUDA context, NCCL buffers, allocator slack
+lookup: `--dry-run` needs them offline. Memory per GPU: the larger of a step's two peaks
+(`train_memory_gb`), with P parameters, s x b tokens per micro-batch, h hidden, f ffn, V vocab:
+  backward's start  weights 4 P + AdamW moments 8 P + gradients (4 P once a step accumulates,
+                    else the head's 4 V h) + saved activations + logits (+ 2 P autocast copies)
+  optimizer step    weights 4 P + gradients 4 P + moments 8 P + one tensor's temporaries
+  activations       (44 h + 16 f) bytes per layer and token in fp32, 0.66 of it in bf16; with
+                    activation checkpointing 4 h per layer-token plus one layer recomputed
+  logits            12 bytes per vocabulary entry and token (fp32 log-probs, their gradient and
+                    the logits' gradient; flash attention: no s^2 term)
+  gathered          FSDP: one layer unsharded, one prefetched
+  DDP buckets       4 P over several DDP workers: the fp32 gradient buckets it all-reduces
+  overhead          3 GB: CUDA context, NCCL buffers, allocator slack
+Everything per parameter is divided by the FSDP group's size. The per-parameter and per-token
+terms are measured: benchmarks/memory.py trains random-init Qwen2 models on a CPU and compares
+peak memory with this estimate (docs/memory.md). The GPU-only terms (overhead, DDP buckets,
+FSDP's sharding and its bf16 parameters, whose activations are taken as autocast's) are stated
+assumptions.
 A row fits when the sum stays under FIT_GB (90% of 80 GB). The global batch 40 = 2^3 x 5 only
 splits over 1, 2, 4, 5, 8, 10, 20 or 40 workers, so 72B shards over 20 GPUs (3 nodes), not 16.
 """
@@ -28,7 +37,23 @@ from w2s_ray.config import InferenceSpec, RungSpec, TrainHParams
 
 GPU_GB = 80.0
 FIT_GB = 0.9 * GPU_GB
-OVERHEAD_GB = 3.0
+OVERHEAD_GB = 3.0  # GPU only, not measured here: CUDA context 1-2 GB, NCCL buffers, allocator slack
+CPU_OVERHEAD_GB = 0.03  # a CPU process's first training step above its imports (benchmarks/memory.py)
+# Bytes per parameter: fp32 master weights, fp32 gradients, AdamW's two fp32 moments (ZeRO's 16),
+# and under autocast the bf16 copy of each weight that autocast caches until backward ends.
+WEIGHT_B, GRAD_B, ADAM_B, AUTOCAST_COPY_B = 4, 4, 8, 2
+# Tensors Hugging Face's Qwen2 saves for backward per decoder layer and token, in fp32 (counted
+# with saved-tensor hooks, checked against peak memory by benchmarks/memory.py): two RMSNorms'
+# input and output (4 x hidden), the q/k/v input, q and k after RoPE, v, the attention output
+# and o_proj's input (6 x hidden, +1 for the norms' scale), SwiGLU's gate, activation, up and
+# product (4 x ffn). Under autocast the matmul outputs are bf16 and the norms and the residual
+# stream stay fp32: 0.66 of that, not half.
+ACT_HIDDEN_B, ACT_FFN_B = 44, 16
+BF16_ACT_RATIO = 0.66
+CKPT_HIDDEN_B = 4  # with activation checkpointing each layer keeps only its fp32 input
+# Per vocabulary entry and token, while backward starts: fp32 log-probabilities, their gradient
+# and the logits' gradient.
+LOGIT_B = 12
 GLOBAL_BATCH = 40
 SEQ = 1024  # the scale presets' train.max_length: prompt + answer tokens per row
 VLLM_MEMORY_FRACTION = 0.9  # vLLM's default gpu_memory_utilization
@@ -95,36 +120,61 @@ class Plan:
 PLANS: dict[str, Plan] = {
     # Up to 1.8B all states fit one GPU: plain data parallel on one worker, big micro-batches.
     "0.5b": Plan(TrainPlan(1, "ddp", 10, 4, False), InferPlan(1)),
-    "1.8b": Plan(TrainPlan(1, "ddp", 8, 5, False), InferPlan(1)),
+    # 1.8B: micro-batch 8 would need 74 GB (activations 23, logits 15): 5 x 8 needs 60.
+    "1.8b": Plan(TrainPlan(1, "ddp", 5, 8, False), InferPlan(1)),
     # 4B's 63 GB of states leave no room for activations on one GPU: shard them over two.
     "4b": Plan(TrainPlan(2, "fsdp", 4, 5, False), InferPlan(1)),
     # From 7B on: FSDP, activation checkpointing, the logits bounding the micro-batch.
     "7b": Plan(TrainPlan(4, "fsdp", 5, 2, True), InferPlan(1)),
     "14b": Plan(TrainPlan(8, "fsdp", 5, 1, True), InferPlan(1)),
-    # 32B on 8 GPUs would need 72.3 GB (over FIT_GB); 10 divides 40, 16 does not.
+    # 32B on 8 GPUs would need 73.6 GB (over FIT_GB); 10 divides 40, 16 does not.
     "32b": Plan(TrainPlan(10, "fsdp", 1, 4, True), InferPlan(2)),
     # 72B: 1.16 TB of states over 20 GPUs (3 nodes); vLLM needs 145 GB of bf16 weights: TP 4.
     "72b": Plan(TrainPlan(20, "fsdp", 1, 2, True), InferPlan(4)),
 }
 
 
-def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = True) -> dict[str, float]:
-    """Estimated peak memory per GPU of one training worker, by part, in GB. Without bf16 mixed
-    precision, activations and logits are fp32: twice the activations, 12 bytes per logit."""
+def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = True,
+                    device: Literal["gpu", "cpu"] = "gpu") -> dict[str, float]:
+    """Estimated peak memory of one training worker (per GPU, or of a CPU process above its
+    imports), by part, in GB: the larger of two moments of a step (module docstring).
+    Backward's start holds the weights, AdamW's moments, the gradients already there (all of them
+    from the second micro-batch of an accumulated step on; else only the output head's, the first
+    one backward writes), every saved activation and the loss's fp32 logits; the optimizer step
+    holds weights, gradients, moments and the step's temporaries. bf16 is autocast (a cached bf16
+    copy of every weight; matmul outputs in bf16, norms and residuals in fp32) or FSDP's bf16
+    parameters, whose activations are taken to be no larger than autocast's."""
     shards = plan.workers if plan.strategy == "fsdp" else 1
     b, h, layers = plan.micro_batch, arch.hidden, arch.layers
+    tokens = seq * b
+    layer = (ACT_HIDDEN_B * h + ACT_FFN_B * arch.ffn) * (BF16_ACT_RATIO if bf16 else 1.0)
     if plan.activation_checkpointing:
-        activations = 2 * seq * b * h * layers + 34 * seq * b * h
+        activations = tokens * (CKPT_HIDDEN_B * h * layers + layer)
     else:
-        activations = 34 * seq * b * h * layers
-    parts = {
-        "states": 16 * arch.params / shards,
-        "gathered": (4 if bf16 else 8) * arch.layer_params if plan.strategy == "fsdp" else 0,
-        "activations": activations * (1 if bf16 else 2),
-        "logits": (10 if bf16 else 12) * seq * b * arch.vocab,
+        activations = tokens * layer * layers
+    params = arch.params / shards
+    resident = {
+        "weights": WEIGHT_B * params,
+        "adam": ADAM_B * params,
+        "gathered": (2 if bf16 else 4) * 2 * arch.layer_params if plan.strategy == "fsdp" else 0,
+        "autocast_copy": AUTOCAST_COPY_B * params if bf16 and plan.strategy == "ddp" else 0,
+        # DDP over several workers all-reduces from its own fp32 gradient buckets (GPU, assumed).
+        "ddp_buckets": GRAD_B * params if plan.strategy == "ddp" and plan.workers > 1 else 0,
     }
-    out = {k: v / 1e9 for k, v in parts.items()}
-    out["overhead"] = OVERHEAD_GB
+    head_grad = GRAD_B * arch.vocab * h / shards
+    backward = {
+        **resident,
+        "grads": GRAD_B * params if plan.grad_accum > 1 else head_grad,
+        "activations": activations,
+        "logits": LOGIT_B * tokens * arch.vocab,
+    }
+    # The loop AdamW (stages/train.py) holds one tensor's temporaries at a time, the largest the
+    # head; torch's default on CUDA, foreach, would hold a copy of every parameter.
+    step = {"weights": resident["weights"], "adam": resident["adam"], "grads": GRAD_B * params,
+            "ddp_buckets": resident["ddp_buckets"], "step_temporaries": head_grad}
+    peak = max(backward, step, key=lambda parts: sum(parts.values()))
+    out = {k: v / 1e9 for k, v in peak.items()}
+    out["overhead"] = OVERHEAD_GB if device == "gpu" else CPU_OVERHEAD_GB
     out["total"] = sum(out.values())
     return out
 
