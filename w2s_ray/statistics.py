@@ -21,6 +21,7 @@ methods get wider intervals than with the items.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -73,9 +74,15 @@ def observed(rows: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
+def quiet_nan(fn, *args, **kwargs):
+    """A nan-aware reduction where an all-NaN slice (PGR undefined in every seed) is simply NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args, **kwargs)
+
+
 def percentile(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(invalid="ignore"):
-        lo, hi = np.nanpercentile(values, [2.5, 97.5], axis=0)
+    lo, hi = quiet_nan(np.nanpercentile, values, [2.5, 97.5], axis=0)
     return lo, hi
 
 
@@ -103,11 +110,9 @@ def pair_statistics(acc: pd.DataFrame, items: pd.DataFrame | None, methods: list
         for metric, seed_values, seed_obs in (("accuracy", reps, obs),
                                               ("pgr", pgr_of(reps, weak, ceiling), pgr_of(obs, weak, ceiling))):
             # Seed resampling: replicate b averages the seeds choice[b] drew, each on its items.
-            with np.errstate(invalid="ignore"):
-                stat = np.nanmean(seed_values[choice, np.arange(resamples)[:, None]], axis=1)
+            stat = quiet_nan(np.nanmean, seed_values[choice, np.arange(resamples)[:, None]], axis=1)
             lo, hi = percentile(stat)
-            with np.errstate(invalid="ignore"):
-                value = np.nanmean(seed_obs, axis=0)
+            value = quiet_nan(np.nanmean, seed_obs, axis=0)
             skip = {"weak", "ceiling"} if metric == "pgr" else set()
             for j, m in enumerate(methods):
                 if m not in skip:
