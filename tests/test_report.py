@@ -10,7 +10,7 @@ import pytest
 
 from w2s_ray.artifacts import Store
 from w2s_ray.report import pgr, pgr_table, write_results
-from w2s_ray.stages.consistency import CATEGORIES
+from w2s_ray.stages.categories import CATEGORIES
 from w2s_ray.statistics import bootstrap
 
 

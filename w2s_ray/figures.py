@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from w2s_ray.stages.consistency import CATEGORIES
+from w2s_ray.stages.categories import CATEGORIES
 
 REFERENCE_STYLE = {"weak": {"color": "0.55", "linestyle": "--"}, "ceiling": {"color": "black", "linestyle": "--"}}
 CATEGORY_COLORS = {"true_con": "#4c9a2a", "false_con": "#c0392b", "strong_true": "#2e86c1",
