@@ -164,31 +164,35 @@ def selection_points(notes: pd.DataFrame) -> pd.DataFrame:
 
 
 def selection(notes: pd.DataFrame, pairs: list[tuple[str, str]]) -> Figure:
+    """Colour = pair, marker = which labels; each point is one capability, named beside it."""
     points = selection_points(notes)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2))
-    left.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle=":", label="y = x (weak labels)")
-    series = (("selected_accuracy", "selected labels (reward model)", "o", "#2e86c1"),
-              ("strong_accuracy", "wts relabel", "^", "#e67e22"))
-    for key, label, marker, color in series:
-        dots = left.scatter(points["weak_accuracy"], points[key], marker=marker, color=color, label=label)
-        tag([dots], 0, key)
-    dots = right.scatter(points["weak_accuracy"], points["retention"], color="#2e86c1", label="retention")
-    tag([dots], 1, "retention")
-    for _, p in points.iterrows():
-        note = f"{p['weak']}\u2192{p['strong']} {p['capability'][:4]}"
-        left.annotate(note, (p["weak_accuracy"], p["selected_accuracy"]), fontsize=6, color="0.35",
-                      xytext=(3, 2), textcoords="offset points")
-        right.annotate(note, (p["weak_accuracy"], p["retention"]), fontsize=6, color="0.35",
-                       xytext=(3, 2), textcoords="offset points")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    left.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle=":")
+    cmap = plt.get_cmap("tab10")
+    panels = ((left, 0, "selected_accuracy", "o"), (left, 0, "strong_accuracy", "^"),
+              (right, 1, "retention", "o"))
+    for k, (w, s) in enumerate(pairs):
+        mine = points[(points["weak"] == w) & (points["strong"] == s)]
+        for ax, panel, key, marker in panels:
+            dots = ax.scatter(mine["weak_accuracy"], mine[key], marker=marker, color=cmap(k % 10), s=36)
+            dots.set_gid(f"series-{panel}-{key}-{k}")
+            for _, p in mine.iterrows():
+                ax.annotate(p["capability"][:5], (p["weak_accuracy"], p[key]), fontsize=6, color="0.35",
+                            xytext=(3, 2), textcoords="offset points")
+    keys = [plt.Line2D([], [], color="0.3", marker=m, linestyle="", label=t) for m, t in
+            (("o", "selected labels (reward model)"), ("^", "wts relabel"))]
+    keys.append(plt.Line2D([], [], color="0.6", linestyle=":", label="y = x: the weak labels"))
+    keys += [plt.Line2D([], [], color=cmap(k % 10), marker="s", linestyle="", label=f"{w}\u2192{s}")
+             for k, (w, s) in enumerate(pairs)]
+    left.legend(handles=keys, fontsize=7, loc="upper left")
     left.set(xlabel="weak labels' accuracy on $D^b$", ylabel="labels' accuracy",
              title="selected labels vs the weak and wts labels (Fig. 11)", xlim=(0, 1), ylim=(0, 1))
     right.set(xlabel="weak labels' accuracy on $D^b$", ylabel="retention (selected / $D^b$)",
               title="how much the selection keeps", xlim=(0, 1), ylim=(0, 1.02))
-    left.legend(fontsize=8, loc="upper left")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.text(0.01, 0.005, f"one point per pair and capability ({len(pairs)} pairs), mean over seeds; "
-             "gold labels read for analysis only", fontsize=8, color="0.3")
+    fig.text(0.01, 0.005, "one point per pair and capability, mean over seeds; gold labels read for "
+             "analysis only", fontsize=8, color="0.3")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 

@@ -136,6 +136,9 @@ def bootstrap(rows: pd.DataFrame, items: pd.DataFrame | None = None, order: list
     weak, strong, metric, method_a, method_b, difference, lo, hi, exceeds_interval (average only)."""
     acc = observed(rows)
     present = set(acc["method"])
+    if missing := {"weak", "ceiling"} - present:
+        raise ValueError(f"rows: method {sorted(missing)} missing; PGR needs the methods 'weak' and "
+                         f"'ceiling' (the rows have {sorted(present)})")
     methods = [m for m in (order or pd.unique(acc["method"])) if m in present]
     rng = np.random.default_rng(seed)
     source = "items" if items is not None and not items.empty else "binomial"
