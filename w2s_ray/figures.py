@@ -32,6 +32,14 @@ PANELS = {"wts_vs_weak": "weak vs wts labels (Fig. 5)", "wts2_vs_wts": "wts vs w
           "selected_categories": "selected set $\\ddot{D}^b$ (Fig. 12)"}
 
 
+#: tab10 without its grey, which the weak and ceiling references use.
+PALETTE = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+
+
+def color(i: int):
+    return PALETTE[i % len(PALETTE)]
+
+
 def tag(artists, panel: int, label: str) -> None:
     for i, artist in enumerate(artists):
         artist.set_gid(f"series-{panel}-{label}-{i}")
@@ -69,16 +77,16 @@ def accuracy_vs_size(intervals: pd.DataFrame, pairs: list[tuple[str, str]], meth
     caps = [c for c in pd.unique(acc["capability"]) if c != "average"] + ["average"]
     cols = min(3, len(caps))
     rows = -(-len(caps) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.9), squeeze=False,
-                             sharex=True)
+    legend_rows = -(-len(methods) // 6)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6 + 0.25 * legend_rows),
+                             squeeze=False)
     x = np.arange(len(pairs))
-    cmap = plt.get_cmap("tab10")
     others = [m for m in methods if m not in REFERENCE_STYLE]
     for panel, (ax, cap) in enumerate(zip(axes.flat, caps)):
         for method in methods:
             sub = acc[(acc["capability"] == cap) & (acc["method"] == method)].set_index(["weak", "strong"])
             sub = sub.reindex(pairs)
-            style = REFERENCE_STYLE.get(method) or {"color": cmap(others.index(method) % 10)}
+            style = REFERENCE_STYLE.get(method) or {"color": color(others.index(method))}
             bars = ax.errorbar(x, sub["value"], yerr=yerr(sub), marker="o", markersize=4, capsize=2,
                                linewidth=1.4, label=method, **style)
             tag([bars.lines[0]], panel, method)
@@ -93,7 +101,7 @@ def accuracy_vs_size(intervals: pd.DataFrame, pairs: list[tuple[str, str]], meth
     axis = ("strong rung (weak rung one below it)" if len({s for _, s in pairs}) == len(pairs)
             else "pair (weak \u2192 strong)")
     fig.supxlabel(f"{axis}\n{error_note(acc)}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.03, 1, 1 - 0.5 / fig.get_figheight() * (1 + (len(methods) > 6))))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.1 + 0.25 * legend_rows) / fig.get_figheight()))
     return fig
 
 
@@ -104,11 +112,10 @@ def pgr(intervals: pd.DataFrame, pairs: list[tuple[str, str]], methods: list[str
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(pairs) * max(len(shown), 1) ** 0.5 + 3), 4.2))
     width = 0.8 / max(len(shown), 1)
     x = np.arange(len(pairs))
-    cmap = plt.get_cmap("tab10")
     for i, method in enumerate(shown):
         sub = data[data["method"] == method].set_index(["weak", "strong"]).reindex(pairs)
         bars = ax.bar(x + (i - (len(shown) - 1) / 2) * width, sub["value"], width, yerr=yerr(sub),
-                      capsize=2, label=method, color=cmap(i % 10))
+                      capsize=2, label=method, color=color(i))
         tag(bars.patches, 0, method)
     ax.axhline(0, color="0.55", linewidth=1, linestyle="--")
     ax.axhline(1, color="black", linewidth=1, linestyle="--")
@@ -184,7 +191,7 @@ def selection(notes: pd.DataFrame, pairs: list[tuple[str, str]]) -> Figure:
     keys.append(plt.Line2D([], [], color="0.6", linestyle=":", label="y = x: the weak labels"))
     keys += [plt.Line2D([], [], color=cmap(k % 10), marker="s", linestyle="", label=f"{w}\u2192{s}")
              for k, (w, s) in enumerate(pairs)]
-    left.legend(handles=keys, fontsize=7, loc="upper left")
+    left.legend(handles=keys, fontsize=7, loc="lower right")
     left.set(xlabel="weak labels' accuracy on $D^b$", ylabel="labels' accuracy",
              title="selected labels vs the weak and wts labels (Fig. 11)", xlim=(0, 1), ylim=(0, 1))
     right.set(xlabel="weak labels' accuracy on $D^b$", ylabel="retention (selected / $D^b$)",

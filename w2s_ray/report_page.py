@@ -17,7 +17,7 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0 2em; } figure svg { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: .9em; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
-.note { color: #555; font-size: .9em; }
+.note { color: #555; font-size: .9em; } .wide { overflow-x: auto; }
 """
 
 FIGURE_CAPTIONS = {
@@ -46,7 +46,17 @@ def inline_svg(svg: bytes) -> str:
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="", escape=True)
+    return f"<div class='wide'>{frame.to_html(index=False, border=0, na_rep='', escape=True)}</div>"
+
+
+def interval_note(intervals: pd.DataFrame) -> str:
+    """What the intervals cover, which differs with the number of seeds."""
+    if intervals.empty or intervals["seeds"].max() > 1:
+        return ("<p class='note'>Each interval covers the test sampling error and the seed-to-seed "
+                "variance; differences are paired (same items, same seeds).</p>")
+    return ("<p class='note'>One seed: the intervals cover the test sampling error only, not the "
+            "variation between training seeds, so a 'clearly above' here can still be a seed's luck. "
+            "Run more seeds (<code>--seeds 0 1 2</code>) to include it.</p>")
 
 
 def duration(seconds: float) -> str:
@@ -56,9 +66,10 @@ def duration(seconds: float) -> str:
 
 def summary_html(run: dict | None, rows: pd.DataFrame) -> str:
     pairs = rows[["weak", "strong"]].drop_duplicates()
+    methods = run["config"]["methods"] if run else list(pd.unique(rows["method"]))
     facts = {"pairs": ", ".join(f"{w} \u2192 {s}" for w, s in pairs.itertuples(index=False)),
              "seeds": ", ".join(str(s) for s in sorted(rows["seed"].unique())),
-             "methods": ", ".join(pd.unique(rows["method"]))}
+             "methods": ", ".join(m for m in methods if m in set(rows["method"]))}
     if run is None:
         note = "<p class='note'>Regenerated from the rows table alone: no run record (run.json) " \
                "beside it, so the config, stage counts and wall time are not known.</p>"
@@ -104,6 +115,8 @@ def page(figures: dict[str, bytes], tables: dict[str, pd.DataFrame], rows: pd.Da
     parts.append("<h2>Tables</h2>")
     for name, table in tables.items():
         parts.append(f"<h3 id='table-{name}'>{html.escape(TABLE_TITLES.get(name, name))}</h3>")
+        if name == "intervals":
+            parts.append(interval_note(table))
         parts.append(table_html(table))
     parts += ["<h2>Stages (built / reused)</h2>", stages_html(run)]
     if run and run.get("config"):
