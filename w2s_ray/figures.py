@@ -204,6 +204,9 @@ def selection(notes: pd.DataFrame, pairs: list[tuple[str, str]]) -> Figure:
     return fig
 
 
+NAMES = ("accuracy_vs_size", "pgr", "consistency", "selection")
+
+
 def draw(intervals: pd.DataFrame, notes: pd.DataFrame, pairs: list[tuple[str, str]],
          methods: list[str], params: dict[str, int | None]) -> dict[str, Figure]:
     """Every figure the rows support: the analyses' figures only where the methods produced them."""

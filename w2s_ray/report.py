@@ -156,6 +156,11 @@ def write_report(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataFr
         for fmt, data in rendered.items():
             store.write_bytes_atomic(f"{folder}/{name}.{fmt}", data)
         svgs[name] = rendered["svg"]
+    # A figure an earlier run of this sweep drew but these rows do not support would read as current.
+    for name in set(figures.NAMES) - set(svgs):
+        for fmt in ("png", "svg"):
+            if store.exists(f"{folder}/{name}.{fmt}"):
+                store.fs.delete_file(f"{folder}/{name}.{fmt}")
     page = report_page.page(svgs, tables | new, rows, run)
     store.write_bytes_atomic(f"{folder}/report.html", page.encode())
     return new
