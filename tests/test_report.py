@@ -1,9 +1,17 @@
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from w2s_ray.report import pgr, pgr_table
+from w2s_ray.artifacts import Store
+from w2s_ray.report import pgr, pgr_table, write_results
+from w2s_ray.stages.categories import CATEGORIES
+from w2s_ray.statistics import bootstrap
 
 
 def test_pgr_arithmetic():
@@ -42,3 +50,163 @@ def test_seeds_with_undefined_pgr_are_reported_not_hidden():
                       + rows(1, {"weak": (0.3, 0.7), "wts": (0.3, 0.5), "ceiling": (0.7, 0.6)}))
     per_cap = pgr_table(df, per_capability=True).set_index("capability")
     assert per_cap.loc["b", "pgr_wts"] == "0.500 (1/2 seeds defined)"
+
+
+# --- intervals, figures and the report page --------------------------------------------------
+
+KEYS = ["sweep", "weak", "strong", "seed", "method", "capability"]
+PAIRS = [("t1", "t2"), ("t2", "t3"), ("t3", "t4")]
+CAPS = ["arithmetic", "facts", "scan"]
+BASE = {"weak": 0.3, "wts": 0.45, "ours": 0.5, "ceiling": 0.7}
+
+
+def results_of(seeds=(0,), n=200, base=BASE, caps=CAPS, pairs=PAIRS, seed_shift=0.0):
+    """Per-item scores drawn at the given accuracies (every seed scores the same test uids, as
+    with the default data_seed), the tidy metric rows they give, and analysis rows."""
+    rng = np.random.default_rng(7)
+    items = pd.DataFrame([
+        {"sweep": "s", "weak": w, "strong": s, "seed": seed, "method": m, "capability": c,
+         "uid": f"{c}-0-{i}", "correct": bool(rng.random() < p + 0.1 * k + seed_shift * seed)}
+        for k, (w, s) in enumerate(pairs) for seed in seeds for c in caps
+        for m, p in base.items() for i in range(n)])
+    g = items.groupby(KEYS, sort=False)["correct"]
+    rows = pd.concat([g.mean().rename("accuracy"), g.mean().rename("parsed"),
+                      g.size().astype(float).rename("n")], axis=1).reset_index().melt(
+        id_vars=KEYS, var_name="metric", value_name="value")
+    notes = []
+    for w, s in pairs:
+        for seed in seeds:
+            for c in [*caps, "average"]:
+                def note(analysis, metric, value, c=c, seed=seed, w=w, s=s):
+                    notes.append({"sweep": "s", "weak": w, "strong": s, "seed": seed, "analysis": analysis,
+                                  "capability": c, "metric": metric, "value": float(value)})
+                for analysis in ("wts_vs_weak", "selected_categories"):
+                    for cat, frac in zip(CATEGORIES, rng.dirichlet(np.ones(len(CATEGORIES)))):
+                        note(analysis, cat, frac)
+                for metric, value in {"n_unlabeled": 100, "n_consistent": 70, "n_inconsistent": 30}.items():
+                    note("partition", metric, value)
+                note("reward", "train_accuracy", 0.95)
+                for metric, value in {"n_selected": 60, "retention": 0.6, "weak_accuracy": 0.4,
+                                      "selected_accuracy": 0.55, "strong_accuracy": 0.5, "fallback": 0}.items():
+                    note("selection", metric, value + rng.normal(0, 0.02) * (metric != "fallback"))
+    return rows, items, pd.DataFrame(notes)
+
+
+def half_width(intervals, pair=("t1", "t2"), method="wts", metric="accuracy", capability="average"):
+    row = intervals.set_index(["weak", "strong", "capability", "method", "metric"]).loc[
+        (*pair, capability, method, metric)]
+    return (row["hi"] - row["lo"]) / 2
+
+
+def test_one_seed_interval_is_the_test_sampling_error():
+    rows, items, _ = results_of(n=400, caps=["arithmetic"])
+    intervals, _ = bootstrap(rows, items, list(BASE))
+    p = rows.query("weak == 't1' and method == 'wts' and metric == 'accuracy'")["value"].iloc[0]
+    binomial = 1.96 * np.sqrt(p * (1 - p) / 400)
+    assert half_width(intervals, capability="arithmetic") == pytest.approx(binomial, rel=0.15)
+    # From the rows table alone (no items) the marginal error is the same.
+    alone, _ = bootstrap(rows, None, list(BASE))
+    assert half_width(alone, capability="arithmetic") == pytest.approx(binomial, rel=0.15)
+    assert set(alone["source"]) == {"binomial"} and set(intervals["source"]) == {"items"}
+
+
+def test_seed_to_seed_variance_widens_the_interval():
+    rows, items, _ = results_of(seeds=(0, 1, 2))
+    steady, _ = bootstrap(rows, items, list(BASE))
+    rows, items, _ = results_of(seeds=(0, 1, 2), seed_shift=0.1)
+    spread, _ = bootstrap(rows, items, list(BASE))
+    assert half_width(spread) > 1.5 * half_width(steady)
+
+
+def test_only_differences_beyond_their_interval_are_flagged():
+    rows, items, _ = results_of(base={"weak": 0.3, "wts": 0.6, "ours": 0.6, "ceiling": 0.8})
+    # ours scores exactly the items wts scores: a zero difference, however noisy each one is.
+    wts = items[items["method"] == "wts"]
+    items = pd.concat([items[items["method"] != "ours"], wts.assign(method="ours")], ignore_index=True)
+    g = items.groupby(KEYS, sort=False)["correct"]
+    rows = pd.concat([g.mean().rename("accuracy"), g.size().astype(float).rename("n")], axis=1
+                     ).reset_index().melt(id_vars=KEYS, var_name="metric", value_name="value")
+    _, diffs = bootstrap(rows, items, list(BASE))
+    flags = diffs[diffs["metric"] == "accuracy"].set_index(["weak", "method_a", "method_b"])["exceeds_interval"]
+    assert flags[("t1", "weak", "wts")] and flags[("t1", "wts", "ceiling")]
+    assert not flags[("t1", "wts", "ours")]
+
+
+SERIES = re.compile(r'id="series-(\d+)-([^"]+)-\d+"')
+
+
+def series(svg: Path) -> dict[int, set[str]]:
+    """Plotted series per panel, from the ids the figures give them."""
+    out: dict[int, set[str]] = {}
+    for panel, label in SERIES.findall(svg.read_text()):
+        out.setdefault(int(panel), set()).add(label)
+    return out
+
+
+def check_image(png: Path, min_size=(600, 300)) -> None:
+    from PIL import Image
+
+    with Image.open(png) as img:
+        assert img.size[0] >= min_size[0] and img.size[1] >= min_size[1], img.size
+        # Non-trivial: a drawing, not a blank canvas.
+        assert len(img.convert("L").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20
+
+
+def test_report_regenerates_from_a_saved_rows_table_alone(tmp_path):
+    rows, _, _ = results_of(seeds=(0, 1))
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "w2s_ray.report", str(tmp_path)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "pgr.md").read_text()
+    assert table == pgr_table(rows).to_markdown(index=False)
+    for name in ("accuracy_vs_size", "pgr"):
+        check_image(tmp_path / f"{name}.png")
+    # One panel per capability plus the average, one line per method in each.
+    assert series(tmp_path / "accuracy_vs_size.svg") == {i: set(BASE) for i in range(len(CAPS) + 1)}
+    assert series(tmp_path / "pgr.svg") == {0: {"wts", "ours"}}
+    assert len(re.findall(r'id="series-0-wts-', (tmp_path / "pgr.svg").read_text())) == len(PAIRS)
+    assert not (tmp_path / "consistency.png").exists(), "no analysis rows, no analysis figure"
+    page = (tmp_path / "report.html").read_text()
+    assert "Regenerated from the rows table alone" in page and page.count("<svg") == 2
+    assert "Binomial" in (tmp_path / "accuracy_vs_size.svg").read_text()
+
+
+def test_report_without_a_rows_table_names_what_is_missing(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "w2s_ray.report", str(tmp_path)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 2 and "no rows.parquet or rows.csv" in proc.stderr
+
+
+def write_full_report(folder: Path, seeds=(0, 1)) -> dict:
+    rows, items, notes = results_of(seeds=seeds)
+    run = {"sweep": "s", "run_id": "20260101-000000-abcdef", "started": "2026-01-01 00:00:00 UTC",
+           "wall_seconds": 512.4, "trials": {"finished": 6, "failed": []},
+           "stages": {"sft": {"built": 9, "reused": 3}, "generate": {"built": 20, "reused": 0}},
+           "rung_parameters": {"t1": 220_000, "t2": 580_000, "t3": 1_240_000, "t4": 2_640_000},
+           "config": {"name": "s", "methods": list(BASE), "seeds": list(seeds),
+                      "ladder": {"rungs": [{"name": r, "model": f"tiny:{r}"} for r in ("t1", "t2", "t3", "t4")]}}}
+    store = Store(str(folder))
+    return write_results(store, store.path(), rows, notes, list(BASE), items=items, run=run)
+
+
+def test_every_figure_and_the_page_from_full_results(tmp_path):
+    tables = write_full_report(tmp_path)
+    assert {"pgr", "pgr_by_capability", "selection", "intervals", "differences"} <= set(tables)
+    for name in ("accuracy_vs_size", "pgr", "consistency", "selection"):
+        check_image(tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.svg").stat().st_size > 10_000
+    assert series(tmp_path / "consistency.svg") == {0: set(CATEGORIES), 1: set(CATEGORIES)}
+    assert series(tmp_path / "selection.svg") == {0: {"selected_accuracy", "strong_accuracy"},
+                                                  1: {"retention"}}
+    # Stacked bars: one bar per pair for every category.
+    assert len(re.findall(r'id="series-0-true_con-', (tmp_path / "consistency.svg").read_text())) == len(PAIRS)
+    svg = (tmp_path / "accuracy_vs_size.svg").read_text()
+    assert "2 seeds resampled" in svg and "2.64M" in svg
+    intervals = (tmp_path / "intervals.md").read_text()
+    assert "[95% interval]" in intervals and "clearly above" in intervals
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<svg") == 4 and "8 min 32 s" in page and "<th>built</th>" in page
+    assert "src=" not in page and "<link" not in page, "self-contained: nothing loaded from elsewhere"
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "the inlined figures' ids must not collide"

@@ -115,7 +115,8 @@ def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, 
 
 
 def test_scoring_counts_unparseable_outputs_as_wrong():
-    preds = pd.DataFrame({"capability": ["facts", "facts", "facts", "temporal"],
+    preds = pd.DataFrame({"uid": ["f0", "f1", "f2", "t0"],
+                          "capability": ["facts", "facts", "facts", "temporal"],
                           "answer": ["true", None, "false", "monday"],
                           "gold": ["true", "true", "true", "monday"]})
     scores = score_frame(preds).set_index(["capability", "metric"])["value"]

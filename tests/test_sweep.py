@@ -9,6 +9,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from tests import golden_outputs
+from tests.test_report import check_image, series
 from w2s_ray.artifacts import StageLog, Store
 from w2s_ray.sweep import consumers
 
@@ -51,6 +52,7 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
     assert set(rows["capability"]) == {"arithmetic", "facts", "scan", "temporal"}
     assert rows.query("metric == 'n'")["value"].eq(16).all()
     table = (tmp_path / "runs" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
+    check_items_and_report(store, results, rows, log)
     saved = [store.read_json(f"{run.path}/config.json") for run in
              store.fs.get_file_info(pafs.FileSelector(store.path("sweeps", "smoke", "runs")))]
     assert [c["storage"] for c in saved] == [storage], "the run saves the resolved root"
@@ -65,6 +67,24 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
     assert (tmp_path / "runs" / "sweeps" / "smoke" / "results" / "pgr.md").read_text() == table
     pd.testing.assert_frame_equal(store.read_table(f"{results}/rows.parquet"), rows)
     assert table.splitlines()[0] in first and table.splitlines()[0] in second
+
+
+def check_items_and_report(store: Store, results: str, rows: pd.DataFrame, log: pd.DataFrame) -> None:
+    """The per-item scores give the rows' accuracies; run.json, the figures and report.html are
+    written beside the tables."""
+    keys = ["weak", "strong", "seed", "method", "capability"]
+    items = store.read_table(f"{results}/items.parquet")
+    from_items = items.groupby(keys)["correct"].agg(["mean", "size"])
+    wide = rows.pivot_table(index=keys, columns="metric", values="value")
+    pd.testing.assert_series_equal(from_items["mean"], wide["accuracy"], check_names=False)
+    assert (from_items["size"] == wide["n"]).all()
+    run = store.read_json(f"{results}/run.json")
+    assert run["wall_seconds"] > 0 and run["trials"] == {"finished": rows.groupby(["weak", "strong", "seed"]).ngroups,
+                                                         "failed": []}
+    this_run = log[log["run_id"] == run["run_id"]]
+    assert sum(n for counts in run["stages"].values() for n in counts.values()) == len(this_run)
+    for name in ("accuracy_vs_size.png", "accuracy_vs_size.svg", "pgr.png", "intervals.md", "report.html"):
+        assert store.exists(f"{results}/{name}"), name
 
 
 EVERY_METHOD = ["weak", "wts", "ceiling", "strong-base", "wts-s", "icl", "ours", "ours-random",
@@ -104,6 +124,17 @@ def test_smoke_sweep_runs_every_method_and_saves_the_analyses(tmp_path):
     assert {"wts2", "mixed", "partition", "reward", "reward_scores", "selected"} <= downstream
     assert f"used by: {', '.join(sorted(direct))}; downstream: " in out
     golden_outputs.check(store, "smoke", Path(__file__).parent / "golden" / "smoke_every_method.json")
+    check_items_and_report(store, results, rows, log)
+    for name in ("consistency", "selection"):
+        check_image(tmp_path / "store/sweeps/smoke/results" / f"{name}.png")
+
+    # The report from the rows table alone: every method drawn in every capability's panel.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "rows.parquet").write_bytes((tmp_path / "store/sweeps/smoke/results/rows.parquet").read_bytes())
+    subprocess.run([sys.executable, "-m", "w2s_ray.report", str(alone)], check=True, timeout=600)
+    check_image(alone / "accuracy_vs_size.png")
+    assert series(alone / "accuracy_vs_size.svg") == {i: set(EVERY_METHOD) for i in range(5)}
 
 
 def test_weaken_does_not_apply_below_the_lowest_rung(tmp_path):

@@ -16,7 +16,8 @@ import pandas as pd
 from w2s_ray.artifacts import Artifact
 from w2s_ray.methods import ablations, pipeline
 from w2s_ray.stages import data
-from w2s_ray.stages.consistency import CATEGORIES, categories, partition_frame
+from w2s_ray.stages.categories import CATEGORIES
+from w2s_ray.stages.consistency import categories, partition_frame
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.generate import generate
 from w2s_ray.stages.select import correct_mask

@@ -89,6 +89,7 @@ def main(argv: list[str]) -> int:
         print("\nReward-model selection (average over capabilities; gold read for analysis only):")
         print(tables["selection"].to_markdown(index=False))
     print(f"\nresults: {result.results}")
+    print(f"report: {result.results}/report.html (figures and intervals beside it)")
     if result.failed:
         print(f"\n{len(result.failed)} trial(s) failed; the tables above leave them out:",
               *result.failed, sep="\n  ", file=sys.stderr)

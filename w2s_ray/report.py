@@ -1,13 +1,23 @@
-"""PGR and accuracy tables from the tidy metric rows: CSV, Parquet, Markdown."""
+"""PGR and accuracy tables from the tidy metric rows (CSV, Parquet, Markdown), and the report
+built on them: intervals, figures and report.html. Regenerate it all from a results folder:
+
+    python -m w2s_ray.report <results dir>
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
+import sys
 
 import numpy as np
 import pandas as pd
 
+from w2s_ray import figures, report_page, statistics
 from w2s_ray.artifacts import Store
+
+log = logging.getLogger(__name__)
 
 
 def pgr(weak: float, method: float, ceiling: float) -> float:
@@ -86,17 +96,121 @@ def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_results(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataFrame,
-                  order: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """rows and analysis rows (Parquet, CSV) beside pgr.md (average), pgr_by_capability.md and,
-    when the methods select data, selection.md."""
+def result_tables(rows: pd.DataFrame, notes: pd.DataFrame, order: list[str] | None = None
+                  ) -> dict[str, pd.DataFrame]:
+    """pgr (average), pgr_by_capability and, when the methods select data, selection."""
     tables = {"pgr": pgr_table(rows, order=order),
               "pgr_by_capability": pgr_table(rows, per_capability=True, order=order)}
     if not (selection := selection_table(notes)).empty:
         tables["selection"] = selection
+    return tables
+
+
+def write_results(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataFrame,
+                  order: list[str] | None = None, items: pd.DataFrame | None = None,
+                  run: dict | None = None) -> dict[str, pd.DataFrame]:
+    """rows and analysis rows (Parquet, CSV), the per-item scores (items.parquet) and the run's
+    record (run.json) beside pgr.md, pgr_by_capability.md, selection.md; then the report."""
+    tables = result_tables(rows, notes, order)
     for name, frame in {"rows": rows, "analysis": notes}.items():
         store.write_table(f"{folder}/{name}.parquet", frame)
         store.write_bytes_atomic(f"{folder}/{name}.csv", frame.to_csv(index=False).encode())
+    if items is not None:
+        store.write_table(f"{folder}/items.parquet", items)
+    if run is not None:
+        store.write_json(f"{folder}/run.json", run)
+    write_markdown(store, folder, tables)
+    return tables | write_report(store, folder, rows, notes, tables, items, run, order)
+
+
+def write_markdown(store: Store, folder: str, tables: dict[str, pd.DataFrame]) -> None:
     for name, table in tables.items():
         store.write_bytes_atomic(f"{folder}/{name}.md", table.to_markdown(index=False).encode())
-    return tables
+
+
+def pair_order(rows: pd.DataFrame, run: dict | None) -> list[tuple[str, str]]:
+    """Pairs by the ladder's rung order (strong, then weak) when the run's config is known."""
+    pairs = list(rows[["weak", "strong"]].drop_duplicates().itertuples(index=False, name=None))
+    if not run:
+        return pairs
+    rungs = [r["name"] for r in run["config"]["ladder"]["rungs"]]
+    return sorted(pairs, key=lambda p: (rungs.index(p[1]), rungs.index(p[0])))
+
+
+def write_report(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataFrame,
+                 tables: dict[str, pd.DataFrame], items: pd.DataFrame | None, run: dict | None,
+                 order: list[str] | None) -> dict[str, pd.DataFrame]:
+    """intervals.md and differences.md (statistics), the figures (PNG, SVG) and report.html."""
+    order = run["config"]["methods"] if run else order
+    intervals, differences = statistics.bootstrap(rows, items, order)
+    new = {"intervals": statistics.interval_table(intervals, differences),
+           "differences": statistics.difference_table(differences)}
+    write_markdown(store, folder, new)
+    store.write_bytes_atomic(f"{folder}/intervals.csv", intervals.to_csv(index=False).encode())
+    store.write_bytes_atomic(f"{folder}/differences.csv", differences.to_csv(index=False).encode())
+    methods = list(pd.unique(intervals["method"]))
+    params = (run or {}).get("rung_parameters") or {}
+    svgs = {}
+    for name, fig in figures.draw(intervals, notes, pair_order(rows, run), methods, params).items():
+        rendered = figures.render(fig)
+        for fmt, data in rendered.items():
+            store.write_bytes_atomic(f"{folder}/{name}.{fmt}", data)
+        svgs[name] = rendered["svg"]
+    # A figure an earlier run of this sweep drew but these rows do not support would read as current.
+    for name in set(figures.NAMES) - set(svgs):
+        for fmt in ("png", "svg"):
+            if store.exists(f"{folder}/{name}.{fmt}"):
+                store.fs.delete_file(f"{folder}/{name}.{fmt}")
+    page = report_page.page(svgs, tables | new, rows, run)
+    store.write_bytes_atomic(f"{folder}/report.html", page.encode())
+    return new
+
+
+def read_results(store: Store, folder: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None,
+                                                     dict | None]:
+    """rows (Parquet, else CSV: required), analysis, items and run.json where they exist."""
+    def table(name: str) -> pd.DataFrame | None:
+        if store.exists(f"{folder}/{name}.parquet"):
+            return store.read_table(f"{folder}/{name}.parquet")
+        if store.exists(f"{folder}/{name}.csv"):
+            with store.fs.open_input_stream(f"{folder}/{name}.csv") as f:
+                return pd.read_csv(f)
+        return None
+
+    rows = table("rows")
+    if rows is None:
+        raise FileNotFoundError(f"results dir: no rows.parquet or rows.csv in {folder} (the folder a "
+                                "sweep prints as 'results:')")
+    notes = table("analysis")
+    run = store.read_json(f"{folder}/run.json") if store.exists(f"{folder}/run.json") else None
+    return rows, notes if notes is not None else pd.DataFrame(columns=["analysis"]), table("items"), run
+
+
+def regenerate(results: str) -> dict[str, pd.DataFrame]:
+    """Every table, figure and report.html of a results folder, from its saved rows."""
+    store = Store(results)
+    folder = store.path()
+    rows, notes, items, run = read_results(store, folder)
+    order = run["config"]["methods"] if run else None
+    tables = result_tables(rows, notes, order)
+    write_markdown(store, folder, tables)
+    return tables | write_report(store, folder, rows, notes, tables, items, run, order)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m w2s_ray.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", help="a sweep's results folder (local path or s3:// gs:// file:// URI)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        regenerate(args.results)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("report: %s", Store(args.results).uri("report.html"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

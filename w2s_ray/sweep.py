@@ -22,11 +22,11 @@ from w2s_ray import analysis
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
 from w2s_ray.methods import NotApplicable, targets
-from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
+from w2s_ray.models.ladder import publish_tiny_ladder, rung_parameters, tiny_rungs
 from w2s_ray.report import write_results
 from w2s_ray.stages import data, engines, fetch
 from w2s_ray.stages.context import StageContext
-from w2s_ray.stages.evaluate import evaluate
+from w2s_ray.stages.evaluate import evaluate, metric_rows
 
 log = logging.getLogger(__name__)
 TRAINING_STAGES = ("sft", "reward_model")
@@ -47,24 +47,31 @@ def run_trial(params: dict) -> None:
                       # takes its leases back at once instead of waiting for them to lapse.
                       holder=f"{run_id}-{weak}-{strong}-{seed}")
     ctx = StageContext(config, store, builder, seed)
-    frames = []
+    frames, item_frames = [], []
     test = data.split_table(ctx, "test", with_gold_labels=True)
     for name in config.methods:
         try:
-            frames.append(evaluate(ctx, targets(ctx, name, weak, strong, test)).assign(method=name))
+            items = evaluate(ctx, targets(ctx, name, weak, strong, test)).assign(method=name)
         except NotApplicable as why:
             log.warning("%s on %s -> %s: %s", name, weak, strong, why)
+            continue
+        frames.append(metric_rows(items).assign(method=name))
+        item_frames.append(items)
     keys = {"sweep": config.name, "weak": weak, "strong": strong, "seed": seed}
     rows = pd.concat(frames, ignore_index=True).assign(**keys)
     rows = rows[[*keys, "method", "capability", "metric", "value"]]
+    items = pd.concat(item_frames, ignore_index=True).assign(**keys)
+    items = items[[*keys, "method", "capability", "uid", "correct"]]
     notes = analysis.pair_rows(ctx, weak, strong, config.methods).assign(**keys)
     notes = notes[[*keys, "analysis", "capability", "metric", "value"]]
     folder = store.path("sweeps", config.name, "runs", run_id)
     name = f"{weak}-{strong}-seed{seed}.parquet"
     store.write_table(f"{folder}/analysis/{name}", notes)
     store.write_table(f"{folder}/rows/{name}", rows)
+    store.write_table(f"{folder}/items/{name}", items)
     avg = rows[rows["metric"] == "accuracy"].groupby("method")["value"].mean()
     tune.report({"rows": f"{folder}/rows/{name}", "analysis": f"{folder}/analysis/{name}",
+                 "items": f"{folder}/items/{name}",
                  **{f"acc_{m}": float(v) for m, v in avg.items()}})
 
 
@@ -89,6 +96,7 @@ def first_line(error: BaseException) -> str:
 def run_sweep(config: SweepConfig) -> SweepResult:
     """Run the grid; tables cover every (pair, seed) that finished, failures are listed."""
     # Pinned once here: every trial then trains from the same commit of each hub rung.
+    started = time.time()
     config = fetch.pin_revisions(config.with_absolute_roots(), fetch.resolve_revision)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     store = Store(config.storage)
@@ -133,6 +141,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     notes = pd.concat([store.read_table(r.metrics["analysis"]) for r in finished], ignore_index=True)
     notes = notes.sort_values(["weak", "strong", "seed", "analysis", "capability", "metric"],
                               ignore_index=True)
+    items = pd.concat([store.read_table(r.metrics["items"]) for r in finished], ignore_index=True)
+    items = items.sort_values(["weak", "strong", "seed", "method", "capability", "uid"], ignore_index=True)
     results = store.path("sweeps", config.name, "results")
     # The tables of a partial grid must not read as complete: the failures are written beside
     # them first, so no reader sees the new tables without the list.
@@ -141,9 +151,23 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         store.write_bytes_atomic(failures, ("\n".join(failed) + "\n").encode())
     elif store.exists(failures):
         store.fs.delete_file(failures)
-    tables = write_results(store, results, rows, notes, config.methods)
+    run = {"sweep": config.name, "run_id": run_id,
+           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+           "wall_seconds": round(time.time() - started, 1),
+           "trials": {"finished": len(finished), "failed": failed},
+           "stages": stage_counts(stage_log), "rung_parameters": rung_parameters(store, config.ladder.rungs),
+           "engine_starts": starts, "config": config.model_dump(mode="json")}
+    tables = write_results(store, results, rows, notes, config.methods, items=items, run=run)
     return SweepResult(rows, tables, stage_log, failed, store.uri("sweeps", config.name, "results"),
                        starts)
+
+
+def stage_counts(stage_log: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """stage -> {built: n, reused: n} of this run's events."""
+    if stage_log.empty:
+        return {}
+    counts = stage_log.groupby(["stage", "status"]).size().unstack(fill_value=0)
+    return {stage: {status: int(n) for status, n in row.items()} for stage, row in counts.iterrows()}
 
 
 def consumers(stage_log: pd.DataFrame, artifact_id: str) -> tuple[set[str], set[str]]:

@@ -33,6 +33,17 @@ def base_source(rung: RungSpec, store: Store) -> tuple[str, str, bool]:
     return rung.model, rung.model, False
 
 
+def rung_parameters(store: Store, rungs: list[RungSpec]) -> dict[str, int | None]:
+    """Each rung's parameter count where the store records it (the tiny rungs' pretraining
+    summary), for the figures' size axis; None for a hub checkpoint, which is never loaded here."""
+    out: dict[str, int | None] = {}
+    for rung in rungs:
+        summary = f"{tiny_rung_folder(store, rung.model.removeprefix(TINY))}/pretrain.json" \
+            if rung.model.startswith(TINY) else None
+        out[rung.name] = int(store.read_json(summary)["params"]) if summary and store.exists(summary) else None
+    return out
+
+
 def publish_tiny_ladder(store: Store, names: list[str], stage_log: StageLog) -> None:
     """Build the named tiny rungs on this machine (once) and copy each into the store (once).
 

@@ -16,10 +16,6 @@ from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.data import gold_of
 from w2s_ray.stages.tables import derive
 
-#: Fig. 5's names, in its order; "strong" is the model that relabeled (WTS, or WTS-2 in Fig. 6).
-CATEGORIES = {"true_con": "True Con.", "false_con": "False Con.", "strong_true": "WTS True",
-              "weak_true": "Weak True", "false_incon": "False Incon."}
-
 
 def agree(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a == b

@@ -11,14 +11,24 @@ from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.generate import generate
 
 
-def score_frame(preds: pd.DataFrame) -> pd.DataFrame:
-    """Tidy (capability, metric, value) rows; an unparseable output is simply wrong."""
+def item_scores(preds: pd.DataFrame) -> pd.DataFrame:
+    """One row per test item: uid, capability, correct, parsed; an unparseable output is simply wrong.
+    Kept beside the metric rows, so intervals can resample the items (w2s_ray.statistics)."""
     correct = [registry.get(c).score(a, g) for c, a, g in
                zip(preds["capability"], preds["answer"], preds["gold"])]
-    scored = preds.assign(correct=correct, parsed=preds["answer"].notna())
-    per_cap = scored.groupby("capability").agg(accuracy=("correct", "mean"), parsed=("parsed", "mean"),
-                                               n=("correct", "size"))
+    return pd.DataFrame({"uid": preds["uid"].to_numpy(), "capability": preds["capability"].to_numpy(),
+                         "correct": correct, "parsed": preds["answer"].notna().to_numpy()})
+
+
+def metric_rows(items: pd.DataFrame) -> pd.DataFrame:
+    """Tidy (capability, metric, value) rows: accuracy, parsed share and n per capability."""
+    per_cap = items.groupby("capability").agg(accuracy=("correct", "mean"), parsed=("parsed", "mean"),
+                                              n=("correct", "size"))
     return per_cap.reset_index().melt(id_vars="capability", var_name="metric", value_name="value")
+
+
+def score_frame(preds: pd.DataFrame) -> pd.DataFrame:
+    return metric_rows(item_scores(preds))
 
 
 def predictions(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> list[Artifact]:
@@ -27,7 +37,7 @@ def predictions(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> 
 
 
 def evaluate(ctx: StageContext, targets: list[tuple[ModelRef, Artifact]]) -> pd.DataFrame:
-    """Metrics of (model, test table) targets, pooled: most methods have one target, the test
-    split; wts-s has one per capability and icl changes the prompts."""
+    """Per-item scores of (model, test table) targets, pooled: most methods have one target, the
+    test split; wts-s has one per capability and icl changes the prompts."""
     preds = [data.read(ctx, art) for art in predictions(ctx, targets)]
-    return score_frame(pd.concat(preds, ignore_index=True))
+    return item_scores(pd.concat(preds, ignore_index=True))
