@@ -14,14 +14,26 @@ import sys
 from w2s_ray.config import ConfigError, load_config, preset_names
 
 
+class Parser(argparse.ArgumentParser):
+    """Appends the config, method and capability reference to --help only: building it imports
+    every method and capability module, which an ordinary run should not wait for first."""
+
+    def format_help(self) -> str:
+        from w2s_ray.reference import reference
+
+        return f"{super().format_help()}\n{reference()}\n"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", help=f"one of {preset_names()} or a YAML file")
     p.add_argument("--storage", help="artifact/results root: a local path or s3:// gs:// file:// URI")
     p.add_argument("--name", help="sweep name (results and stage log live under it)")
     p.add_argument("--data-dir", help="offline mirror of the loaded datasets "
                                       "(written by python -m w2s_ray.data_mirror) instead of the hub")
-    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="training seeds, one trial per (pair, seed); e.g. --seeds 0 1 2 "
+                        "(the splits stay those of data_seed)")
     p.add_argument("--methods", nargs="+", help="e.g. weak wts ceiling ours noise-0.5 weaken-scan")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
