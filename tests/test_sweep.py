@@ -27,11 +27,15 @@ SHARED_WEAK = [
 CHATTER = ("Trial status", "Reported metrics", "Loading weights", "LOAD REPORT")
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> str:
+def run_cli_streams(*args: str, cwd: Path = ROOT) -> tuple[str, str]:
     proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), *args],
                           capture_output=True, text=True, timeout=1200, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
+    return proc.stdout, proc.stderr
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> str:
+    return run_cli_streams(*args, cwd=cwd)[0]
 
 
 def console_log(out: str) -> str:
@@ -71,9 +75,9 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
              store.fs.get_file_info(pafs.FileSelector(store.path("sweeps", "smoke", "runs")))]
     assert [c["storage"] for c in saved] == [storage], "the run saves the resolved root"
 
-    second = run_cli("--preset", "smoke", *SHARED_WEAK, "--verbose", cwd=tmp_path)
+    second, chatter = run_cli_streams("--preset", "smoke", *SHARED_WEAK, "--verbose", cwd=tmp_path)
     assert "training stages executed: 0" in second
-    assert "Trial status" in second, "--verbose shows the chatter on the console"
+    assert "Trial status" in chatter, "--verbose shows the chatter on the console (stderr)"
     assert "Trial status" in console_log(second), "and still writes it to the run's log"
     wts_key = built.loc[built["tag"] == "wts", "key"].iloc[0]
     assert f"wts {wts_key[:8]} (reused) used by: evaluate" in second

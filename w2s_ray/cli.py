@@ -46,8 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--verbose", action="store_true",
-                   help="show Ray's, Tune's and the stages' output here too (it always goes to "
-                        "console.log in the run folder) instead of the progress display")
+                   help="show Ray's, Tune's and the stages' output on stderr too (it always goes "
+                        "to console.log in the run folder) instead of the progress display")
     p.add_argument("--dry-run", action="store_true", help="print the stage graph, what is committed, "
                    "resource requests and GPU-hours (deduplicated vs naive grid); start nothing")
     return p.parse_args(argv)

@@ -7,7 +7,7 @@ which Ray forwards to the driver's stdout and stderr (`log_to_driver`). Silencin
 source would miss the next one, so the driver's file descriptors 1 and 2 themselves are pointed
 at the log file, which also catches what C++ code and child processes write; the console keeps
 its own copies of the original descriptors. With `verbose`, a thread copies the chatter to the
-console as well.
+terminal's stderr as well.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ class StageWatcher:
         out = []
         for holder, key in latest.items():
             stage = self.planned.get(key, {"stage": key.split("/")[0]})
-            what = " ".join(str(x) for x in (stage["stage"], stage.get("tag")) if x)
+            tag = stage.get("tag")
+            what = stage["stage"] + (f" {tag}" if tag and tag != stage["stage"] else "")
             out.append((self.trials.get(holder, holder), what + (f" ({stage['rung']})"
                                                                  if stage.get("rung") else "")))
         return sorted(out)
