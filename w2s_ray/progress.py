@@ -70,15 +70,14 @@ class StageWatcher:
     def _read_events(self) -> None:
         for path in self.store.list_files(self.folder):
             name = path.rsplit("/", 1)[-1]
-            if name in self.seen_files:
+            if name in self.seen_files or not name.endswith(".json"):  # or a write in flight
                 continue
             self.seen_files.add(name)
             try:
                 if float(name.split("-", 1)[0]) < self.start - SKEW_S:
                     continue
                 event = self.store.read_json(path)
-            except (ValueError, OSError):  # not an event, or one still being moved in place
-                self.seen_files.discard(name)
+            except (ValueError, OSError):  # not an event of ours: never read it again
                 continue
             stage_id = f"{event['stage']}/{event['key']}"
             if event.get("run_id") != self.run_id or stage_id not in self.planned:
