@@ -1,5 +1,5 @@
 """The autoscaler configs parse and pass Ray's own schema validation (offline: jsonschema and the
-ray-schema.json shipped in the ray package), and keep the properties the README promises."""
+ray-schema.json shipped in the ray package), and keep the properties docs/cluster.md promises."""
 
 from pathlib import Path
 

@@ -1,7 +1,18 @@
-import pytest
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
 
+import pytest
+from pydantic import BaseModel
+
+from w2s_ray import methods
+from w2s_ray.capabilities import registry
 from w2s_ray.cli import overrides_from, parse_args
-from w2s_ray.config import ConfigError, load_config, preset_names
+from w2s_ray.config import ConfigError, SweepConfig, load_config, preset_names
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_presets_validate():
@@ -58,3 +69,39 @@ def test_unknown_preset_lists_the_presets():
 def test_malformed_set_flag_is_rejected():
     with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
         overrides_from(parse_args(["--set", "train.lr"]))
+
+
+def dotted_fields(model: type[BaseModel], prefix: str = ""):
+    """Every field --set reaches, walked from the pydantic models themselves."""
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name}", field
+        args = typing.get_args(field.annotation)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from dotted_fields(field.annotation, f"{prefix}{name}.")
+        elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            item = "[]" if typing.get_origin(field.annotation) is list else ".<capability>"
+            yield from dotted_fields(args[-1], f"{prefix}{name}{item}.")
+
+
+def test_help_lists_every_config_field_with_type_default_and_description():
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), "--help"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, check=True).stdout
+    text = " ".join(out.split())  # descriptions wrap over lines
+
+    def listed(pattern: str) -> bool:
+        return re.search(pattern, out, re.MULTILINE) is not None
+
+    fields = list(dotted_fields(SweepConfig))
+    assert len(fields) > 50
+    for name, field in fields:
+        assert field.description, f"{name} has no description"
+        assert listed(rf"^  {re.escape(name)}\b"), f"--help does not list {name}"
+        assert " ".join(field.description.split()) in text, f"--help lacks {name}'s description"
+    assert listed(r"^  train\.lr +float = 1e-05\. AdamW")
+    assert listed(r"^  inference\.backend +auto \| vllm \| transformers = 'auto'\.")
+    assert listed(r"^  splits\.test +int = required\.")
+    assert "--seeds SEED [SEED ...]" in out and "one trial per (pair, seed)" in text
+    for name in methods.allowed():
+        assert listed(rf"^  {re.escape(name)} "), f"--help does not list method {name}"
+    for cap in registry.names():
+        assert re.search(rf"\b{cap}\b", text), f"--help does not list capability {cap}"

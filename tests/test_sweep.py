@@ -1,5 +1,6 @@
 """The sweep end to end through the real CLI: Tune grid, shared artifacts, rerun from the store."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,24 @@ SHARED_WEAK = [
 ]
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> str:
+#: what Ray, Tune and the stages print, which belongs in the run's console.log, not the console
+CHATTER = ("Trial status", "Reported metrics", "Loading weights", "LOAD REPORT")
+
+
+def run_cli_streams(*args: str, cwd: Path = ROOT) -> tuple[str, str]:
     proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), *args],
                           capture_output=True, text=True, timeout=1200, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
+    return proc.stdout, proc.stderr
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> str:
+    return run_cli_streams(*args, cwd=cwd)[0]
+
+
+def console_log(out: str) -> str:
+    path = re.search(r"^log of Ray, Tune and the stages: (\S+)", out, re.MULTILINE).group(1)
+    return Path(path).read_text(errors="replace")
 
 
 @pytest.mark.slow
@@ -45,6 +59,12 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
     assert (built["tag"] == "weak").sum() == 1, "two trials share the t1 weak model: train it once"
     assert sorted(built["tag"]) == ["ceiling", "weak", "wts"]
     assert "PGR table" in first and "t1 -> t2b" in first and "t1 -> t2c" in first
+    # The console: one progress display and the tables; the chatter went to the run's log.
+    assert len(first.splitlines()) < 60, first
+    assert re.search(r"^(\d+)/\1 stages: \d+ built, 0 reused", first, re.MULTILINE), first
+    assert not [c for c in CHATTER if c in first]
+    log_text = console_log(first)
+    assert "Trial status" in log_text and "Reported metrics" in log_text
 
     results = store.path("sweeps", "smoke", "results")
     rows = store.read_table(f"{results}/rows.parquet")
@@ -57,8 +77,10 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
              store.fs.get_file_info(pafs.FileSelector(store.path("sweeps", "smoke", "runs")))]
     assert [c["storage"] for c in saved] == [storage], "the run saves the resolved root"
 
-    second = run_cli("--preset", "smoke", *SHARED_WEAK, cwd=tmp_path)
+    second, chatter = run_cli_streams("--preset", "smoke", *SHARED_WEAK, "--verbose", cwd=tmp_path)
     assert "training stages executed: 0" in second
+    assert "Trial status" in chatter, "--verbose shows the chatter on the console (stderr)"
+    assert "Trial status" in console_log(second), "and still writes it to the run's log"
     wts_key = built.loc[built["tag"] == "wts", "key"].iloc[0]
     assert f"wts {wts_key[:8]} (reused) used by: evaluate" in second
     log2 = StageLog(store, "smoke", "").frame()

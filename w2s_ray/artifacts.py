@@ -171,6 +171,13 @@ class LeaseBook:
         if self.leases.get(key, ("", 0))[0] == holder:
             del self.leases[key]
 
+    def held(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, holder) of the live leases whose holder starts with `prefix`, oldest first: a
+        holder's last key is the stage it is building now (a build can lease its inputs)."""
+        now = time.time()
+        return [(key, holder) for key, (holder, expiry) in self.leases.items()
+                if expiry >= now and holder.startswith(prefix)]
+
 
 def lease_book(namespace_key: str) -> ray.actor.ActorHandle:
     """The sweep's lease book, made by the driver on the driver's node (the head under `ray job

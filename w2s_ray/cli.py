@@ -10,22 +10,44 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from w2s_ray.config import ConfigError, load_config, preset_names
+from w2s_ray.config import ConfigError, SweepConfig, load_config, preset_names
+
+if TYPE_CHECKING:
+    from w2s_ray.console import Console
+
+LOG_NAME = "console.log"
+
+
+class Parser(argparse.ArgumentParser):
+    """Appends the config, method and capability reference to --help only: building it imports
+    every method and capability module, which an ordinary run should not wait for first."""
+
+    def format_help(self) -> str:
+        from w2s_ray.reference import reference
+
+        return f"{super().format_help()}\n{reference()}\n"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", help=f"one of {preset_names()} or a YAML file")
     p.add_argument("--storage", help="artifact/results root: a local path or s3:// gs:// file:// URI")
     p.add_argument("--name", help="sweep name (results and stage log live under it)")
     p.add_argument("--data-dir", help="offline mirror of the loaded datasets "
                                       "(written by python -m w2s_ray.data_mirror) instead of the hub")
-    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="training seeds, one trial per (pair, seed); e.g. --seeds 0 1 2 "
+                        "(the splits stay those of data_seed)")
     p.add_argument("--methods", nargs="+", help="e.g. weak wts ceiling ours noise-0.5 weaken-scan")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set train.lr=1e-4 --set splits.test=400")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, Tune's and the stages' output on stderr too (it always goes "
+                        "to console.log in the run folder) instead of the progress display")
     p.add_argument("--dry-run", action="store_true", help="print the stage graph, what is committed, "
                    "resource requests and GPU-hours (deduplicated vs naive grid); start nothing")
     return p.parse_args(argv)
@@ -57,7 +79,40 @@ def main(argv: list[str]) -> int:
 
         print(dry_run(config))
         return 0
+    # Ray, torch and transformers load only now: --help, a config error and --dry-run skip them.
+    from w2s_ray.artifacts import Store, cache_dir
+    from w2s_ray.console import chatter_to
     from w2s_ray.stages.fetch import RevisionError, pin_revisions, resolve_revision
+    from w2s_ray.sweep import new_run_id
+
+    try:  # before Ray starts: an unreachable hub fails here, not inside a trial
+        config = pin_revisions(config, resolve_revision)
+    except RevisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"storage: {config.storage}")
+    run_id = new_run_id()
+    store = Store(config.storage)
+    run_folder = store.path("sweeps", config.name, "runs", run_id)
+    # The log goes into the run folder; an object store cannot be appended to, so there it is
+    # written on this machine and uploaded when the sweep ends.
+    log_path = Path(run_folder if store.local else cache_dir() / "logs" / config.name / run_id)
+    log_path = log_path / LOG_NAME
+    try:
+        with chatter_to(log_path, args.verbose) as console:
+            print(f"log of Ray, Tune and the stages: {log_path}"
+                  + ("" if args.verbose else " (--verbose shows it here)"), file=console.out)
+            return run(config, run_id, args, console)
+    finally:
+        if not store.local:
+            store.write_bytes_atomic(f"{run_folder}/{LOG_NAME}", log_path.read_bytes())
+
+
+def run(config: SweepConfig, run_id: str, args: argparse.Namespace, console: Console) -> int:
+    """The sweep inside the redirected console: progress, then the summary and the tables."""
+    import ray
+
+    from w2s_ray.progress import SweepProgress
     from w2s_ray.sweep import (
         SweepFailed,
         init_ray,
@@ -66,32 +121,32 @@ def main(argv: list[str]) -> int:
         summarize_stage_log,
     )
 
-    try:  # before Ray starts: an unreachable hub fails here, not inside a trial
-        config = pin_revisions(config, resolve_revision)
-    except RevisionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"storage: {config.storage}")
+    out, err = console.out, console.err
     init_ray(args.num_cpus)
+    progress = SweepProgress(out, live=not args.verbose)
     try:
-        result = run_sweep(config)
-    except SweepFailed as err:
-        print(f"error: {err}", file=sys.stderr)
+        result = run_sweep(config, run_id, progress)
+    except SweepFailed as failure:
+        print(f"error: {failure}", file=err)
         return 1
+    finally:
+        progress.stop()  # already stopped unless the sweep raised
+        ray.shutdown()  # inside the redirection: the workers' last words go to the log
     tables = result.tables
-    print(summarize_stage_log(result.stage_log))
-    print(summarize_engine_starts(result.engine_starts))
-    print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):")
-    print(tables["pgr"].to_markdown(index=False))
-    print("\nPer capability:")
-    print(tables["pgr_by_capability"].to_markdown(index=False))
+    print(summarize_stage_log(result.stage_log), file=out)
+    print(summarize_engine_starts(result.engine_starts), file=out)
+    print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):", file=out)
+    print(tables["pgr"].to_markdown(index=False), file=out)
+    print("\nPer capability:", file=out)
+    print(tables["pgr_by_capability"].to_markdown(index=False), file=out)
     if "selection" in tables:
-        print("\nReward-model selection (average over capabilities; gold read for analysis only):")
-        print(tables["selection"].to_markdown(index=False))
-    print(f"\nresults: {result.results}")
-    print(f"report: {result.results}/report.html (figures and intervals beside it)")
+        print("\nReward-model selection (average over capabilities; gold read for analysis only):",
+              file=out)
+        print(tables["selection"].to_markdown(index=False), file=out)
+    print(f"\nresults: {result.results}", file=out)
+    print(f"report: {result.results}/report.html (figures and intervals beside it)", file=out)
     if result.failed:
         print(f"\n{len(result.failed)} trial(s) failed; the tables above leave them out:",
-              *result.failed, sep="\n  ", file=sys.stderr)
+              *result.errors, sep="\n", file=err)
         return 1
     return 0

@@ -23,7 +23,7 @@ class Strict(BaseModel):
 class RungSpec(Strict):
     """One rung of a ladder: a hub id / local path, or a rung of the self-built tiny ladder."""
 
-    name: str
+    name: str = Field(description="the rung's name in `pairs`, tables and artifact tags")
     model: str = Field(description="hub id, local path, or 'tiny:<rung>' for the built ladder")
     revision: str | None = Field(
         None, description="hub commit of a hub id; unset = what `main` points at when the sweep "
@@ -31,7 +31,7 @@ class RungSpec(Strict):
 
 
 class LadderSpec(Strict):
-    rungs: list[RungSpec] = Field(min_length=2)
+    rungs: list[RungSpec] = Field(min_length=2, description="the models, smallest first")
 
     def names(self) -> list[str]:
         return [r.name for r in self.rungs]
@@ -46,32 +46,34 @@ class LadderSpec(Strict):
 class SplitSizes(Strict):
     """Per-capability sizes of D^a (labeled), D^b (weak-labeled) and the test split."""
 
-    labeled: int = Field(gt=0)
-    unlabeled: int = Field(gt=0)
-    test: int = Field(gt=0)
+    labeled: int = Field(gt=0, description="D^a: gold-labeled items the weak model trains on")
+    unlabeled: int = Field(gt=0, description="D^b: items the weak model labels for the strong one")
+    test: int = Field(gt=0, description="test items every method is scored on")
 
 
 class TrainHParams(Strict):
     """Paper defaults (Sec. 5.1): 2 epochs, batch 40, Adam(W) lr 1e-5, wd 0.01, cosine."""
 
-    epochs: float = Field(2.0, gt=0)
-    batch_size: int = Field(40, gt=0)
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_fraction: float = Field(0.0, ge=0, lt=1)
+    epochs: float = Field(2.0, gt=0, description="passes over the training table")
+    batch_size: int = Field(40, gt=0, description="global batch: rows per optimizer step")
+    lr: float = Field(1e-5, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="learning-rate decay after the warm-up")
+    warmup_fraction: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
     max_length: int = Field(256, gt=8, description="prompt + answer tokens, fixed batch shape")
     num_workers: int = Field(
         0, ge=0, description="Ray Train workers; 0 = Ray Train local mode in the trial process"
     )
-    cpus_per_worker: float = Field(1.0, gt=0)
-    use_gpu: bool = False
-    torch_threads: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves per training worker")
+    use_gpu: bool = Field(False, description="one GPU per training worker")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per training process")
     # Layout and recovery (w2s_ray/models/resources.py sets them per size when `plan: true`).
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="ddp: replicated model; fsdp: FSDP2 full shard of weights, grads, Adam")
     grad_accum: int = Field(1, ge=1, description="micro-batches per step; the global batch stays batch_size")
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = Field(
+        False, description="recompute each decoder layer's activations in the backward pass")
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 compute, fp32 master weights")
     checkpoint_every: int = Field(
         0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch")
@@ -94,10 +96,11 @@ class InferenceSpec(Strict):
     concurrency: int = Field(256, ge=1, description="sequences one vLLM engine decodes at once "
                                                     "(max_num_seqs)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine")
-    cpus_per_actor: float = Field(0.5, gt=0)
-    gpus_per_actor: float = Field(0.0, ge=0)
-    torch_threads: int = Field(1, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cpus_per_actor: float = Field(0.5, gt=0, description="CPUs Ray reserves per inference actor")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs Ray reserves per inference actor")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference process")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights and compute dtype of the inference backend")
     plan: bool = Field(False, description="take tensor_parallel_size, gpus_per_actor and "
                                           "concurrency per model size from the resource plan")
 
@@ -111,7 +114,7 @@ class InferenceSpec(Strict):
 
 
 class SweepSpec(Strict):
-    max_concurrent_trials: int = Field(2, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1, description="(pair, seed) trials run at once")
     trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
 
 
@@ -134,17 +137,20 @@ class RewardSpec(Strict):
 
 
 class SweepConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="sweep name: results and stage log go to <storage>/sweeps/<name>/")
     storage: str = Field(description="artifact/results root: a local path or a URI (s3://, gs://)")
-    ladder: LadderSpec
-    capabilities: list[str] = Field(min_length=1)
-    splits: SplitSizes
+    ladder: LadderSpec = Field(description="the model sizes the grid pairs up")
+    capabilities: list[str] = Field(min_length=1, description="capability names (listed below)")
+    splits: SplitSizes = Field(description="per-capability split sizes")
     split_overrides: dict[str, SplitSizes] = Field(
         default_factory=dict, description="per-capability sizes where `splits` does not fit")
     data_dir: str | None = Field(
         None, description="offline mirror (python -m w2s_ray.data_mirror): loaded datasets read "
                           "<data_dir>/<capability>/<split>.parquet|jsonl instead of the hub")
-    pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = "adjacent"
+    pairs: list[tuple[str, str]] | Literal["adjacent", "all"] = Field(
+        "adjacent", description="(weak, strong) rung pairs: 'adjacent', 'all' (every weak < strong) "
+                                "or a list, e.g. [[t1, t3]]")
     methods: list[str] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1,
                                description="method names; see w2s_ray.methods.allowed()")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
@@ -152,10 +158,10 @@ class SweepConfig(Strict):
     data_seed: int | Literal["same"] = Field(
         0, description="draws D^a, D^b and the test split once for every training seed, so seeds "
                        "measure training variance on one test set; 'same' = each seed redraws them")
-    train: TrainHParams = TrainHParams()
-    inference: InferenceSpec = InferenceSpec()
-    reward: RewardSpec = RewardSpec()
-    sweep: SweepSpec = SweepSpec()
+    train: TrainHParams = Field(TrainHParams(), description="fine-tuning through Ray Train")
+    inference: InferenceSpec = Field(InferenceSpec(), description="generation and scoring through Ray Data")
+    reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
+    sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
 
     @model_validator(mode="after")
     def _check_names(self) -> SweepConfig:

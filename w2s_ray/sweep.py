@@ -23,13 +23,13 @@ from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
 from w2s_ray.methods import NotApplicable, targets
 from w2s_ray.models.ladder import publish_tiny_ladder, rung_parameters, tiny_rungs
+from w2s_ray.progress import TRAINING_STAGES, SweepProgress
 from w2s_ray.report import write_results
 from w2s_ray.stages import data, engines, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate, metric_rows
 
 log = logging.getLogger(__name__)
-TRAINING_STAGES = ("sft", "reward_model")
 
 
 def leases_for(store: Store):
@@ -80,6 +80,7 @@ class SweepResult(NamedTuple):
     tables: dict[str, pd.DataFrame]
     stage_log: pd.DataFrame  # this run's events
     failed: list[str]  # one line per failed trial: "<weak> -> <strong> seed <s>: <first error line>"
+    errors: list[str]  # the same trials' errors in full (tracebacks)
     results: str  # where the tables were written
     engine_starts: dict[str, int]  # model id -> engine starts (or warm-worker loads) in this run
 
@@ -93,18 +94,26 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def run_sweep(config: SweepConfig) -> SweepResult:
-    """Run the grid; tables cover every (pair, seed) that finished, failures are listed."""
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def run_sweep(config: SweepConfig, run_id: str | None = None,
+              progress: SweepProgress | None = None) -> SweepResult:
+    """Run the grid; tables cover every (pair, seed) that finished, failures are listed.
+    `progress` is started here, once the plan's keys can be known; its owner stops it."""
     # Pinned once here: every trial then trains from the same commit of each hub rung.
     started = time.time()
     config = fetch.pin_revisions(config.with_absolute_roots(), fetch.resolve_revision)
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_id = run_id or new_run_id()
     store = Store(config.storage)
-    leases_for(store)  # made by the driver, before any trial can race to create it
+    leases = leases_for(store)  # made by the driver, before any trial can race to create it
     engine_book = engines.book()
     starts_before = ray.get(engine_book.engine_starts.remote())
     run_folder = store.path("sweeps", config.name, "runs", run_id)
     store.write_json(f"{run_folder}/config.json", config.model_dump(mode="json"))
+    if progress is not None:
+        progress.start(config, store, run_id, leases)
     publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), StageLog(store, config.name, run_id))
     pairs = config.pair_list()
     trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus})
@@ -115,7 +124,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
                      "seed": tune.grid_search(config.seeds)},
         tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
         # A new experiment per run, not Tuner.restore: a trial keeps no state of its own (all it
-        # made is an artifact), so a rerun resumes by reusing what is committed (README: Resume).
+        # made is an artifact), so a rerun resumes by reusing what is committed (docs/scaling.md: Resume).
         # One retry: a trial lost with its node (or to a transient error) runs again and reuses
         # every artifact it had committed; a second failure is the trial's own and is reported.
         run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
@@ -125,17 +134,20 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         grid = tuner.fit()
     finally:
         ray.get(engine_book.release_idle.remote())
+    if progress is not None:
+        progress.stop()  # its last line before any table
     # Counted by the cluster's book: a sweep running beside this one on the cluster adds its own.
     starts = ray.get(engine_book.engine_starts.remote())
     starts = {m: n - starts_before.get(m, 0) for m, n in starts.items() if n > starts_before.get(m, 0)}
-    store.write_json(f"{run_folder}/engine_starts.json", starts)
     finished = [r for r in grid if r.error is None and r.metrics and "rows" in r.metrics]
     failed = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}: "
               f"{first_line(r.error)}" for r in grid if r.error is not None]
+    errors = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}:\n{r.error}"
+              for r in grid if r.error is not None]
     stage_log = StageLog(store, config.name, run_id).frame()
     stage_log = stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
     if not finished:
-        raise SweepFailed(f"all {len(failed)} trial(s) failed:\n  " + "\n  ".join(failed))
+        raise SweepFailed(f"all {len(failed)} trial(s) failed:\n" + "\n".join(errors))
     rows = pd.concat([store.read_table(r.metrics["rows"]) for r in finished], ignore_index=True)
     rows = rows.sort_values(["weak", "strong", "seed", "method", "capability", "metric"], ignore_index=True)
     notes = pd.concat([store.read_table(r.metrics["analysis"]) for r in finished], ignore_index=True)
@@ -158,7 +170,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
            "stages": stage_counts(stage_log), "rung_parameters": rung_parameters(store, config.ladder.rungs),
            "engine_starts": starts, "config": config.model_dump(mode="json")}
     tables = write_results(store, results, rows, notes, config.methods, items=items, run=run)
-    return SweepResult(rows, tables, stage_log, failed, store.uri("sweeps", config.name, "results"),
+    return SweepResult(rows, tables, stage_log, failed, errors, store.uri("sweeps", config.name, "results"),
                        starts)
 
 
@@ -187,9 +199,13 @@ def consumers(stage_log: pd.DataFrame, artifact_id: str) -> tuple[set[str], set[
 def summarize_stage_log(stage_log: pd.DataFrame) -> str:
     if stage_log.empty:
         return "stage log: no stage ran"
-    counts = stage_log.groupby(["stage", "status"]).size().unstack(fill_value=0)
     trained = int((stage_log["stage"].isin(TRAINING_STAGES) & (stage_log["status"] == "built")).sum())
-    lines = [f"stage log of this run (training stages executed: {trained}):", counts.to_string()]
+    lines = [f"stage log of this run (training stages executed: {trained}):"]
+    for status in ("built", "reused"):
+        per_stage = stage_log[stage_log["status"] == status]["stage"].value_counts()
+        if len(per_stage):
+            lines.append(f"  {status} {int(per_stage.sum())}: "
+                         + ", ".join(f"{stage} {n}" for stage, n in per_stage.items()))
     for stage, tag in (("sft", "wts"), ("generate", "relabel")):
         made = stage_log[(stage_log["stage"] == stage) & (stage_log["tag"] == tag)]
         for key in sorted(set(made["key"])):

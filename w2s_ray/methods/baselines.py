@@ -18,16 +18,19 @@ ICL_SHOTS = 3
 
 @method("weak")
 def weak(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    """The weak rung trained on D^a's gold labels: the teacher, and PGR's floor."""
     return weak_model(ctx, weak)
 
 
 @method("wts")
 def wts(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    """Weak-to-strong (Burns et al.): the strong base trained on the weak labels of D^b."""
     return wts_model(ctx, weak, strong)
 
 
 @method("ceiling")
 def ceiling(ctx: StageContext, weak: str, strong: str) -> ModelRef:
+    """The strong base trained on D^b's gold labels: PGR's ceiling."""
     gold = data.split_table(ctx, "unlabeled", with_gold_labels=True)
     return ctx.model(sft(ctx, ctx.base(strong), gold, tag="ceiling"))
 

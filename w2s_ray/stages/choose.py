@@ -5,7 +5,7 @@ CPU: whichever finishes the stage first end to end. vLLM's engine start costs ~3
 a transformers model's load on this 2-core machine type, so vLLM pays only where its steady-state
 saving per row, times the stage's rows, exceeds that gap. The per-row costs below are measured
 by `benchmarks/generate.py` (t1, t4; mean of two runs) and by the same comparison on a random
-34M-parameter Qwen2 of the ladder's shape (README, "vLLM backend"). Here the two steady states
+34M-parameter Qwen2 of the ladder's shape (docs/benchmarks.md, "vLLM backend"). Here the two steady states
 were equal within the runs' noise up to 2.6M parameters and transformers was faster at 34M, so
 on this CPU `auto` always picks transformers; on another machine, re-measure and edit the table.
 A model takes the figures of the largest measured size not above it (the smallest if unknown),

@@ -8,7 +8,7 @@ tiny-ladder checkpoint is the wrong one (transformers 5 builds a byte-level BPE 
 folder; ours lives in `tokenizer/`). The actor below needs none of that, feeds vLLM the exact
 token ids the transformers backend feeds its model (outputs identical on 2,000 of 2,000 prompts
 for t1 and t4), and through Ray Data keeps 1.0-1.07 of the engine's own steady-state rate
-(`benchmarks/generate.py`, README "vLLM backend"), so there is no wrapper cost left for the
+(`benchmarks/generate.py`, docs/benchmarks.md "vLLM backend"), so there is no wrapper cost left for the
 processor to win back here. Its extra stages (async engine, separate tokenize/detokenize actors)
 buy overlap that may matter on GPUs with large models; they can join behind this interface.
 """
