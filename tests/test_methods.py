@@ -50,9 +50,35 @@ def test_selection_keeps_high_scores_and_guards_an_empty_capability():
     assert set(select(df, 0.5, "all")["uid"]) == {"a1", "a3", "s1", "s2", "s3"}
     with pytest.raises(EmptySelection, match="no scan sample at threshold 0.5"):
         select(df, 0.5, "fail")
-    no_consistent = df.assign(target=0)
-    with pytest.raises(EmptySelection, match="no consistent sample to fall back to"):
-        select(no_consistent, 0.5, "consistent")
+    # scan: nothing kept, nothing consistent -> left out (the selection methods do not apply
+    # to it), never an error that stops the sweep
+    no_consistent = df.assign(target=[1, 0, 0, 0, 0, 0])
+    out = select(no_consistent, 0.5, "consistent")
+    assert set(out["capability"]) == {"arithmetic"} and set(out["uid"]) == {"a1", "a3"}
+    assert select(df.assign(score=0.0, target=0), 0.5, "consistent").empty
+    assert set(select(no_consistent, 0.5, "all")["capability"]) == {"arithmetic", "scan"}
+
+
+def test_selection_methods_skip_a_capability_with_nothing_selected(ray_local, tmp_path):
+    from w2s_ray.methods import NotApplicable, Target
+    from w2s_ray.methods.pipeline import evaluated_on, selected_capabilities
+    from w2s_ray.stages import data
+    from w2s_ray.stages.context import ModelRef
+
+    ctx = context(tmp_path)
+    caps = list(ctx.config.capabilities)
+    rows = [(f"{c}{i}", c, 0.9 if c != caps[0] else 0.1, int(c != caps[0])) for c in caps for i in range(3)]
+    chosen = derive(ctx, "toy_selected", 1, [], {}, lambda: select(scored(rows), 0.5, "consistent"))
+    assert selected_capabilities(ctx, chosen) == caps[1:]
+    model = ModelRef("base:toy", "nowhere")
+    [target] = evaluated_on(ctx, model, caps[1:])
+    assert isinstance(target, Target) and target.model == model
+    assert set(data.read(ctx, target.test)["capability"]) == set(caps[1:])
+    assert evaluated_on(ctx, model, caps) == model, "nothing left out: the same target as before"
+    nothing = derive(ctx, "toy_selected", 1, [], {"empty": True},
+                     lambda: select(scored([(u, c, 0.1, 0) for u, c, _, _ in rows]), 0.5, "consistent"))
+    with pytest.raises(NotApplicable, match="no capability has a consistent one"):
+        selected_capabilities(ctx, nothing)
 
 
 def test_random_control_has_the_selected_size_per_capability():

@@ -103,5 +103,8 @@ def selection_frames(ctx, arts, pair, weak_df, strong_df, gold) -> list[pd.DataF
         "strong_accuracy": accuracy(strong_df, gold),
         "fallback": chosen.groupby("capability")["fallback"].any().astype(float),
     })
-    made_of = category_fractions(pair[pair["uid"].isin(chosen["uid"])], gold)
-    return [tidy("reward", reward), tidy("selection", selection), tidy("selected_categories", made_of)]
+    frames = [tidy("reward", reward), tidy("selection", selection)]
+    if not chosen.empty:
+        made_of = category_fractions(pair[pair["uid"].isin(chosen["uid"])], gold)
+        frames.append(tidy("selected_categories", made_of))
+    return frames

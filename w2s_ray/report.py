@@ -25,14 +25,24 @@ def mean_se(values: pd.Series) -> str:
     return text if len(v) == len(values) else f"{text} ({len(v)}/{len(values)} seeds defined)"
 
 
+NOT_APPLICABLE = "n/a"
+
+
 def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:
-    """One row per (pair, seed, capability), one column per method; 'average' is over capabilities."""
+    """One row per (pair, seed, capability), one column per method; 'average' is over capabilities,
+    and missing (NaN) for a method without a result on every capability of its pair and seed."""
     acc = rows[rows["metric"] == "accuracy"].rename(columns={"weak": "weak_rung", "strong": "strong_rung"})
     keys = ["weak_rung", "strong_rung", "seed", "method"]
     if not per_capability:
-        acc = acc.groupby(keys, as_index=False, sort=False)["value"].mean().assign(capability="average")
+        caps = acc.groupby(keys[:3], sort=False)["capability"].transform("nunique")
+        grouped = acc.assign(_all=caps).groupby(keys, as_index=False, sort=False)
+        complete = grouped["capability"].nunique()["capability"] == grouped["_all"].first()["_all"]
+        acc = grouped["value"].mean().assign(capability="average")
+        acc["value"] = acc["value"].where(complete)
     wide = acc.pivot_table(index=["weak_rung", "strong_rung", "seed", "capability"], columns="method",
                            values="value", sort=False)
+    # pivot_table drops a method that is missing everywhere; it stays, as a column of NaN
+    wide = wide.reindex(columns=[*wide.columns, *(m for m in pd.unique(acc["method"]) if m not in wide.columns)])
     return wide.reset_index().rename_axis(columns=None)
 
 
@@ -51,8 +61,10 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str]
     cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
     out = []
     for (w, s, cap), g in wide.groupby(["weak_rung", "strong_rung", "capability"], sort=False):
-        out.append({"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g),
-                    **{c: mean_se(g[c]) for c in cols}})
+        row = {"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g), **{c: mean_se(g[c]) for c in cols}}
+        # a method with no accuracy here did not apply (e.g. nothing selected for the capability)
+        row |= {c: NOT_APPLICABLE for m in methods if g[m].isna().all() for c in (m, f"pgr_{m}")}
+        out.append(row)
     return pd.DataFrame(out)
 
 
@@ -82,6 +94,10 @@ def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
         fell = g.query("analysis == 'selection' and metric == 'fallback' and value > 0 "
                        "and capability != 'average'")
         row["fallback"] = ", ".join(sorted(set(fell["capability"]))) or "none"
+        empty = g.query("analysis == 'selection' and metric == 'n_selected' and value == 0 "
+                        "and capability != 'average'")
+        if not empty.empty:
+            row["fallback"] += f"; {NOT_APPLICABLE} (none selected): " + ", ".join(sorted(set(empty["capability"])))
         out.append(row)
     return pd.DataFrame(out)
 
