@@ -135,3 +135,27 @@ def test_reward_model_learns_to_separate_positives_from_negatives(ray_local, tmp
         log = ctx.builder.stage_log.frame()
         assert (log["stage"] == "reward_model").sum() == 2
         assert {fold_of(u, 2) for u in out["uid"]} == {0, 1}
+
+
+@pytest.mark.parametrize(("cross_fit", "metric"), [(0, "train_accuracy"), (2, "out_of_fold_accuracy")])
+def test_reward_accuracy_is_named_out_of_fold_under_cross_fitting(ray_local, tmp_path, cross_fit, metric):
+    from w2s_ray.analysis import selection_frames
+    from w2s_ray.report import selection_table
+
+    ctx = context(tmp_path, **{"reward.cross_fit": cross_fit})
+    weak = scored([("a1", "scan", 0.9, 1), ("a2", "scan", 0.2, 0), ("a3", "scan", 0.7, 1)])
+    negatives = scored([("a2", "scan", 0.3, 0)]).assign(role="negative")
+    arts = {"scores": derive(ctx, "toy_scores", 1, [], {}, lambda: pd.concat([weak, negatives])),
+            "selected": derive(ctx, "toy_chosen", 1, [], {}, lambda: select(weak, 0.5, "consistent"))}
+    strong = weak.assign(answer=["1", "2", "1"])
+    pair = partition_frame(weak, strong)
+    gold = pd.DataFrame({"uid": ["a1", "a2", "a3"], "gold": ["1", "1", "1"]})
+    frames = pd.concat(selection_frames(ctx, arts, pair, weak, strong, gold))
+    reward = frames[frames["analysis"] == "reward"].set_index(["capability", "metric"])["value"]
+    assert reward[("scan", metric)] == 1.0
+    partition = pd.DataFrame({"analysis": "partition", "capability": "average",
+                              "metric": ["n_consistent", "n_unlabeled"], "value": [2.0, 3.0]})
+    notes = pd.concat([frames, partition]).assign(weak="t1", strong="t2", seed=0)
+    table = selection_table(notes)
+    column, other = ("reward_oof_acc", "reward_train_acc") if cross_fit else ("reward_train_acc", "reward_oof_acc")
+    assert table.iloc[0][column] == "1.000" and other not in table.columns

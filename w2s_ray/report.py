@@ -70,6 +70,7 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str]
 
 SELECTION_COLUMNS = {  # (analysis, metric) -> column of the selection table
     ("reward", "train_accuracy"): "reward_train_acc",
+    ("reward", "out_of_fold_accuracy"): "reward_oof_acc",
     ("selection", "retention"): "retention",
     ("selection", "weak_accuracy"): "weak_acc",
     ("selection", "selected_accuracy"): "selected_acc",
@@ -79,8 +80,9 @@ SELECTION_COLUMNS = {  # (analysis, metric) -> column of the selection table
 
 def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
     """Per pair, averaged over capabilities: the consistent share of D^b, the reward model's
-    accuracy on its training data, retention, and the selected set's true accuracy beside the
-    weak labels' and the strong relabel's (Fig. 11); capabilities where selection fell back."""
+    accuracy on its training data (out of fold, with cross-fitting), retention, and the selected
+    set's true accuracy beside the weak labels' and the strong relabel's (Fig. 11); capabilities
+    where selection fell back. A column whose metric no run measured is left out."""
     if notes.empty or "selection" not in set(notes["analysis"]):
         return pd.DataFrame()
     out = []
@@ -90,7 +92,8 @@ def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
         row = {"pair": f"{w} -> {s}", "seeds": g["seed"].nunique(),
                "consistent": mean_se(part["n_consistent"] / part["n_unlabeled"])}
         for (analysis, metric), column in SELECTION_COLUMNS.items():
-            row[column] = mean_se(avg[(avg["analysis"] == analysis) & (avg["metric"] == metric)]["value"])
+            if ((notes["analysis"] == analysis) & (notes["metric"] == metric)).any():
+                row[column] = mean_se(avg[(avg["analysis"] == analysis) & (avg["metric"] == metric)]["value"])
         fell = g.query("analysis == 'selection' and metric == 'fallback' and value > 0 "
                        "and capability != 'average'")
         row["fallback"] = ", ".join(sorted(set(fell["capability"]))) or "none"
