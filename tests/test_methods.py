@@ -159,3 +159,42 @@ def test_reward_accuracy_is_named_out_of_fold_under_cross_fitting(ray_local, tmp
     table = selection_table(notes)
     column, other = ("reward_oof_acc", "reward_train_acc") if cross_fit else ("reward_train_acc", "reward_oof_acc")
     assert table.iloc[0][column] == "1.000" and other not in table.columns
+
+
+def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tmp_path, tiny_checkpoint):
+    """The reward scoring stage on rows whose answers are partly None (unparseable): every column
+    a backend receives converts to Arrow as it is (no pickled fallback, no ArrowConversionError),
+    and the answers come back from Parquet as None, not float NaN."""
+    import pyarrow as pa
+
+    from w2s_ray.stages.backends import TransformersScorer
+    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.stages.generate import map_with_model
+
+    class ArrowCheckedScorer(TransformersScorer):
+        def __call__(self, batch):
+            for values in batch.values():
+                pa.array(list(values))  # what Ray does with the batch it gets back; raises on NaN + str
+            return super().__call__(batch)
+
+    ctx = context(tmp_path)
+    rows = scored([("a1", "scan", 0.0, 1), ("a2", "scan", 0.0, 0), ("a3", "scan", 0.0, 0)])
+    # written and read back as a stage table: pandas' string dtype would make the None a NaN
+    ctx.store.write_table(f"{tmp_path}/rows.parquet", rows.assign(answer=["JUMP", None, None]).drop(columns="score"))
+    rows = ctx.store.read_table(f"{tmp_path}/rows.parquet")
+    assert rows["answer"].tolist() == ["JUMP", None, None]
+    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), rows,
+                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
+                            {"max_length": 64})
+    assert out["answer"].tolist() == ["JUMP", None, None] and out["score"].between(0, 1).all()
+    ctx.store.write_table(f"{tmp_path}/scored.parquet", out)
+    back = ctx.store.read_table(f"{tmp_path}/scored.parquet")
+    assert back["answer"].tolist() == ["JUMP", None, None]
+    assert back["answer"].map(type).tolist() == [str, type(None), type(None)]
+    # a frame built in memory holds pandas' string dtype, NaN for None: only the backend's input
+    # columns enter Ray Data, so that column is never converted there
+    in_memory = rows.assign(answer=pd.Series(["JUMP", None, None], dtype="str"))
+    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), in_memory,
+                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
+                            {"max_length": 64})
+    assert out["score"].between(0, 1).all()
