@@ -262,3 +262,32 @@ def test_icl_shots_are_separated_by_a_blank_line_on_real_text_and_by_a_space_on_
     shots = [f"{p} {lab}" for p, lab in zip(labeled["prompt"], labeled["label_text"])
              if p.startswith("question :")]
     assert sum(s in synthetic for s in shots) == ICL_SHOTS, "the synthetic format as before: 'prompt label'"
+
+
+# --- lengths: the generation budget and train.max_length --------------------------------------
+
+def test_long_worked_solutions_are_counted_against_the_budget_and_max_length(tmp_path):
+    """GSM8K rows in the upstream schema, one worked solution longer than the 256-token budget."""
+    from w2s_ray.models import tiny_ladder
+    from w2s_ray.models.tokenizer import build_tokenizer
+    from w2s_ray.stages.train import length_report, length_warnings
+
+    rows = UPSTREAM["gsm8k"][0](0)
+    steps = "\n".join(f"Step {i}: {i} + 1 = <<{i}+1={i + 1}>>{i + 1} apples." for i in range(60))
+    rows.append({"question": "Count to sixty, one apple at a time. How many apples?",
+                 "answer": f"{steps}\n#### 60"})
+    features = UPSTREAM["gsm8k"][1]
+    write_rows(tmp_path, "gsm8k", "train", rows, features)
+    write_rows(tmp_path, "gsm8k", "test", UPSTREAM["gsm8k"][0](100), features)
+    train = registry.get("gsm8k").pools(str(tmp_path))[0]
+    df = pd.DataFrame({"capability": "gsm8k", "prompt": [e.prompt for e in train],
+                       "label_text": [e.label_text for e in train]})
+    tok = build_tokenizer(tiny_ladder.vocabulary(tiny_ladder.RECIPE))
+    report = length_report(tok, df, max_length=96)
+    r = report["gsm8k"]
+    assert r["rows"] == 7 and r["over_budget"] == 1 and r["longest_label"] > 256
+    assert r["truncated"] == 1, "only the long solution exceeds 96 tokens with its prompt"
+    warnings = length_warnings(report, 96)
+    assert any("1 of 7 rows exceed train.max_length=96" in w for w in warnings)
+    assert any("1 of 7 labels are longer than the generation budget of 256 tokens" in w for w in warnings)
+    assert length_warnings(length_report(tok, df.iloc[:-1], max_length=96), 96) == []
