@@ -174,10 +174,9 @@ class HubCapability(Capability):
         dd = self.load(data_dir)
         (train, train_drops), (test, test_drops) = (self.rows(dd[s]) for s in (self.train_split, self.test_split))
         test, test_drops["repeated prompt"] = distinct(test, exclude=set())
-        in_test = {e.prompt for e in test} | {e.group for e in test if e.group is not None}
-        train_drops["question also in the test split"] = len(train)
-        train = [e for e in train if e.prompt not in in_test and e.group not in in_test]
-        train_drops["question also in the test split"] -= len(train)
+        prompts, groups = {e.prompt for e in test}, {e.group for e in test if e.group is not None}
+        kept = [e for e in train if e.prompt not in prompts and (e.group is None or e.group not in groups)]
+        train_drops["question also in the test split"], train = len(train) - len(kept), kept
         train, train_drops["repeated prompt"] = distinct(train, exclude=set())
         pools = Pools(train, test, {s: +c for s, c in ((self.train_split, train_drops),
                                                          (self.test_split, test_drops))},
