@@ -47,6 +47,9 @@ def test_a_method_without_a_capability_is_not_applicable_there_and_in_the_averag
     avg = pgr_table(df, order=["weak", "wts", "ours", "ceiling"]).iloc[0]
     assert (avg["ours"], avg["pgr_ours"]) == ("n/a", "n/a"), "an average over fewer capabilities is no average"
     assert avg["wts"] == "0.500" and avg["pgr_wts"] == "0.500"
+    # a method that applied to no capability of any pair (nothing selected anywhere): its column says so
+    none = pgr_table(df, per_capability=True, order=["weak", "wts", "ours", "ours-one-stage", "ceiling"])
+    assert set(none["ours-one-stage"]) == {"n/a"} and set(none["pgr_ours-one-stage"]) == {"n/a"}
 
 
 def test_selection_table_names_capabilities_with_nothing_selected():

@@ -51,12 +51,14 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str]
     """Per pair (and capability): mean ± s.e. over seeds of each method's accuracy and PGR.
 
     PGR is computed per seed and then averaged, so its spread shows seed-to-seed variation.
-    Method columns follow `order` (the config's), else the rows'.
+    Method columns follow `order` (the config's), else the rows'; a method of `order` without
+    any row (it applied to no pair) is a column of n/a.
     """
     wide = accuracy_wide(rows, per_capability)
-    present = set(rows["method"])
-    methods = [m for m in (order or pd.unique(rows["method"])) if m in present and m not in ("weak", "ceiling")]
+    methods = [m for m in (order or pd.unique(rows["method"])) if m not in ("weak", "ceiling")]
     for m in methods:
+        if m not in wide.columns:
+            wide[m] = math.nan
         wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
     cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
     out = []
