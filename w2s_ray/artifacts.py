@@ -218,6 +218,8 @@ class Builder:
     holder: str
     poll_s: float = 1.0
     seen: set[str] = field(default_factory=set)
+    #: an artifact `ensure` returns is committed and can be read (a dry run's builder: not)
+    builds: bool = field(default=True, init=False)
 
     def ensure(self, art: Artifact, build: Callable[[str], dict[str, Any]], **log_extra: Any) -> Artifact:
         """Return `art`, committed; `build(folder)` writes its files and returns metadata."""

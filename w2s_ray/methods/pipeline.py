@@ -61,7 +61,9 @@ def selected(ctx: StageContext, weak: str, strong: str) -> Artifact:
 
 def selected_capabilities(ctx: StageContext, chosen: Artifact) -> list[str]:
     """The capabilities D̈^b holds (one with neither a kept nor a consistent sample is left out);
-    NotApplicable when it holds none."""
+    NotApplicable when it holds none. A dry run, which builds nothing, plans all of them."""
+    if not ctx.builder.builds:
+        return list(ctx.config.capabilities)
     present = set(data.read(ctx, chosen)["capability"])
     caps = [c for c in ctx.config.capabilities if c in present]
     if not caps:
