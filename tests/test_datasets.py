@@ -159,6 +159,7 @@ def test_gsm8k_normalises_the_worked_answer_and_reads_chain_of_thought(mirror):
     ex = first("gsm8k", mirror)
     assert ex.prompt.startswith("Question: Tom has 0 apples") and ex.prompt.endswith("\nAnswer:")
     assert "<<" not in ex.label_text and ex.label_text.endswith("#### 3") and ex.gold == "3"
+    assert ex.label_text.startswith(" Tom buys"), "the label opens with the space after 'Answer:'"
     train, test = cap.pools(mirror)
     car = [e for e in test if "car costs" in e.prompt]
     assert [e.gold for e in car] == ["1500"], '"#### 1,500" is the number 1500'
@@ -188,6 +189,7 @@ def test_scan_reads_the_action_sequence(mirror):
     cap = registry.get("scan_simple")
     ex = next(e for e in cap.pools(mirror)[0] if "walk twice" in e.prompt)
     assert ex.prompt == "Command: walk twice\nActions:" and ex.gold == "I_WALK I_WALK"
+    assert ex.label_text == " I_WALK I_WALK"
     assert cap.extract(" I_WALK I_WALK\nCommand: jump\nActions: I_JUMP") == "I_WALK I_WALK"
     assert cap.extract("Walking twice means: \nActions: I_WALK I_WALK") == "I_WALK I_WALK"
     assert not cap.score(cap.extract("I_WALK"), ex.gold)
@@ -227,7 +229,7 @@ def test_multiple_choice_letters_options_and_reads_letter_or_option_text(name, m
     assert list(options) == list("ABCDE"[: len(options)]) and len(options) == (5 if name == "ecqa" else 4)
     right = options[ex.gold]
     assert right == {"ecqa": "store", "openbookqa": "a copper wire", "sciq": "carbon dioxide"}[name]
-    assert ex.label_text == f"{ex.gold}. {right}"
+    assert ex.label_text == f" {ex.gold}. {right}"
     wrong = next(k for k in options if k != ex.gold)
     for text in (ex.gold, f"({ex.gold})", f"{ex.gold}) {right}", f"Let me think. The answer is {ex.gold}.",
                  f"It must be {right}, since the others cannot be."):

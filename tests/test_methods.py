@@ -50,9 +50,35 @@ def test_selection_keeps_high_scores_and_guards_an_empty_capability():
     assert set(select(df, 0.5, "all")["uid"]) == {"a1", "a3", "s1", "s2", "s3"}
     with pytest.raises(EmptySelection, match="no scan sample at threshold 0.5"):
         select(df, 0.5, "fail")
-    no_consistent = df.assign(target=0)
-    with pytest.raises(EmptySelection, match="no consistent sample to fall back to"):
-        select(no_consistent, 0.5, "consistent")
+    # scan: nothing kept, nothing consistent -> left out (the selection methods do not apply
+    # to it), never an error that stops the sweep
+    no_consistent = df.assign(target=[1, 0, 0, 0, 0, 0])
+    out = select(no_consistent, 0.5, "consistent")
+    assert set(out["capability"]) == {"arithmetic"} and set(out["uid"]) == {"a1", "a3"}
+    assert select(df.assign(score=0.0, target=0), 0.5, "consistent").empty
+    assert set(select(no_consistent, 0.5, "all")["capability"]) == {"arithmetic", "scan"}
+
+
+def test_selection_methods_skip_a_capability_with_nothing_selected(ray_local, tmp_path):
+    from w2s_ray.methods import NotApplicable, Target
+    from w2s_ray.methods.pipeline import evaluated_on, selected_capabilities
+    from w2s_ray.stages import data
+    from w2s_ray.stages.context import ModelRef
+
+    ctx = context(tmp_path)
+    caps = list(ctx.config.capabilities)
+    rows = [(f"{c}{i}", c, 0.9 if c != caps[0] else 0.1, int(c != caps[0])) for c in caps for i in range(3)]
+    chosen = derive(ctx, "toy_selected", 1, [], {}, lambda: select(scored(rows), 0.5, "consistent"))
+    assert selected_capabilities(ctx, chosen) == caps[1:]
+    model = ModelRef("base:toy", "nowhere")
+    [target] = evaluated_on(ctx, model, caps[1:])
+    assert isinstance(target, Target) and target.model == model
+    assert set(data.read(ctx, target.test)["capability"]) == set(caps[1:])
+    assert evaluated_on(ctx, model, caps) == model, "nothing left out: the same target as before"
+    nothing = derive(ctx, "toy_selected", 1, [], {"empty": True},
+                     lambda: select(scored([(u, c, 0.1, 0) for u, c, _, _ in rows]), 0.5, "consistent"))
+    with pytest.raises(NotApplicable, match="no capability has a consistent one"):
+        selected_capabilities(ctx, nothing)
 
 
 def test_random_control_has_the_selected_size_per_capability():
@@ -109,3 +135,66 @@ def test_reward_model_learns_to_separate_positives_from_negatives(ray_local, tmp
         log = ctx.builder.stage_log.frame()
         assert (log["stage"] == "reward_model").sum() == 2
         assert {fold_of(u, 2) for u in out["uid"]} == {0, 1}
+
+
+@pytest.mark.parametrize(("cross_fit", "metric"), [(0, "train_accuracy"), (2, "out_of_fold_accuracy")])
+def test_reward_accuracy_is_named_out_of_fold_under_cross_fitting(ray_local, tmp_path, cross_fit, metric):
+    from w2s_ray.analysis import selection_frames
+    from w2s_ray.report import selection_table
+
+    ctx = context(tmp_path, **{"reward.cross_fit": cross_fit})
+    weak = scored([("a1", "scan", 0.9, 1), ("a2", "scan", 0.2, 0), ("a3", "scan", 0.7, 1)])
+    negatives = scored([("a2", "scan", 0.3, 0)]).assign(role="negative")
+    arts = {"scores": derive(ctx, "toy_scores", 1, [], {}, lambda: pd.concat([weak, negatives])),
+            "selected": derive(ctx, "toy_chosen", 1, [], {}, lambda: select(weak, 0.5, "consistent"))}
+    strong = weak.assign(answer=["1", "2", "1"])
+    pair = partition_frame(weak, strong)
+    gold = pd.DataFrame({"uid": ["a1", "a2", "a3"], "gold": ["1", "1", "1"]})
+    frames = pd.concat(selection_frames(ctx, arts, pair, weak, strong, gold))
+    reward = frames[frames["analysis"] == "reward"].set_index(["capability", "metric"])["value"]
+    assert reward[("scan", metric)] == 1.0
+    partition = pd.DataFrame({"analysis": "partition", "capability": "average",
+                              "metric": ["n_consistent", "n_unlabeled"], "value": [2.0, 3.0]})
+    notes = pd.concat([frames, partition]).assign(weak="t1", strong="t2", seed=0)
+    table = selection_table(notes)
+    column, other = ("reward_oof_acc", "reward_train_acc") if cross_fit else ("reward_train_acc", "reward_oof_acc")
+    assert table.iloc[0][column] == "1.000" and other not in table.columns
+
+
+def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tmp_path, tiny_checkpoint):
+    """The reward scoring stage on rows whose answers are partly None (unparseable): every column
+    a backend receives converts to Arrow as it is (no pickled fallback, no ArrowConversionError),
+    and the answers come back from Parquet as None, not float NaN."""
+    import pyarrow as pa
+
+    from w2s_ray.stages.backends import TransformersScorer
+    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.stages.generate import map_with_model
+
+    class ArrowCheckedScorer(TransformersScorer):
+        def __call__(self, batch):
+            for values in batch.values():
+                pa.array(list(values))  # what Ray does with the batch it gets back; raises on NaN + str
+            return super().__call__(batch)
+
+    ctx = context(tmp_path)
+    rows = scored([("a1", "scan", 0.0, 1), ("a2", "scan", 0.0, 0), ("a3", "scan", 0.0, 0)])
+    # written and read back as a stage table: pandas' string dtype would make the None a NaN
+    ctx.store.write_table(f"{tmp_path}/rows.parquet", rows.assign(answer=["JUMP", None, None]).drop(columns="score"))
+    rows = ctx.store.read_table(f"{tmp_path}/rows.parquet")
+    assert rows["answer"].tolist() == ["JUMP", None, None]
+    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), rows,
+                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
+                            {"max_length": 64})
+    assert out["answer"].tolist() == ["JUMP", None, None] and out["score"].between(0, 1).all()
+    ctx.store.write_table(f"{tmp_path}/scored.parquet", out)
+    back = ctx.store.read_table(f"{tmp_path}/scored.parquet")
+    assert back["answer"].tolist() == ["JUMP", None, None]
+    assert back["answer"].map(type).tolist() == [str, type(None), type(None)]
+    # a frame built in memory holds pandas' string dtype, NaN for None: only the backend's input
+    # columns enter Ray Data, so that column is never converted there
+    in_memory = rows.assign(answer=pd.Series(["JUMP", None, None], dtype="str"))
+    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), in_memory,
+                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
+                            {"max_length": 64})
+    assert out["score"].between(0, 1).all()

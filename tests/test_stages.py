@@ -85,6 +85,7 @@ def test_sft_through_ray_train_learns_and_saves_a_loadable_model(ray_local, tmp_
     art = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), rows)
     meta = ctx.store.read_json(ctx.store.marker(art))
     assert meta["final_loss"] < 0.5 * meta["first_loss"]
+    assert meta["lengths"] == {"scan": {"rows": 32, "truncated": 0, "over_budget": 0, "longest_label": 2}}
     trained = AutoModelForCausalLM.from_pretrained(ctx.store.location(art))
     base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)

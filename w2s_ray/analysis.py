@@ -3,7 +3,9 @@ the metrics. They read D^b's gold labels, which no method may: they describe, ne
 
 - partition: sizes of D^c, D̄^c (= D̂^c) and D^b (Eq. 6);
 - wts_vs_weak, wts2_vs_wts: Fig. 5 / Fig. 6 category fractions, and each label set's accuracy;
-- reward: the reward model's accuracy on its own training data (positives D^c, negatives D̂^c);
+- reward: the reward model's accuracy on its own training data (positives D^c, negatives D̂^c),
+  or, with `reward.cross_fit` >= 2, on those samples scored by the fold model that never saw
+  them (`out_of_fold_accuracy`);
 - selection: size, retention, true accuracy of D̈^b vs the weak and strong labels' (Fig. 11),
   and whether the empty-selection fallback fired;
 - selected_categories: the Fig. 5 make-up of D̈^b (Fig. 12).
@@ -90,8 +92,10 @@ def selection_frames(ctx, arts, pair, weak_df, strong_df, gold) -> list[pd.DataF
     scored = data.read(ctx, arts["scores"])
     hit = (scored["score"] > threshold).astype(int) == scored["target"]
     trained = scored[(scored["role"] == "negative") | (scored["target"] == 1)]
+    # with cross-fitting each sample was scored by a model that did not train on it
+    measured = "out_of_fold_accuracy" if ctx.config.reward.cross_fit else "train_accuracy"
     reward = pd.DataFrame({
-        "train_accuracy": hit[trained.index].groupby(trained["capability"]).mean(),
+        measured: hit[trained.index].groupby(trained["capability"]).mean(),
         "positive_accuracy": hit[scored["target"] == 1].groupby(scored["capability"]).mean(),
         "negative_accuracy": hit[scored["role"] == "negative"].groupby(scored["capability"]).mean(),
     })
@@ -104,5 +108,8 @@ def selection_frames(ctx, arts, pair, weak_df, strong_df, gold) -> list[pd.DataF
         "strong_accuracy": accuracy(strong_df, gold),
         "fallback": chosen.groupby("capability")["fallback"].any().astype(float),
     })
-    made_of = category_fractions(pair[pair["uid"].isin(chosen["uid"])], gold)
-    return [tidy("reward", reward), tidy("selection", selection), tidy("selected_categories", made_of)]
+    frames = [tidy("reward", reward), tidy("selection", selection)]
+    if not chosen.empty:
+        made_of = category_fractions(pair[pair["uid"].isin(chosen["uid"])], gold)
+        frames.append(tidy("selected_categories", made_of))
+    return frames

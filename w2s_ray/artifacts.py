@@ -60,6 +60,13 @@ class Artifact:
         return Artifact(stage, hashlib.sha256(blob.encode()).hexdigest()[:20], tuple(inputs))
 
 
+def with_none(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as object columns with None for a missing value: one missing-value type for
+    an unparseable answer, in memory and through Parquet."""
+    text = [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype)]
+    return df.assign(**{c: df[c].astype(object).where(df[c].notna(), None) for c in text}) if text else df
+
+
 def cache_dir() -> Path:
     """The per-machine cache (tiny ladder, local copies of remote artifacts)."""
     return Path(os.environ.get("W2S_RAY_CACHE", Path.home() / ".cache" / "w2s_ray"))
@@ -110,7 +117,9 @@ class Store:
         self.write_bytes_atomic(path, buffer.getvalue().to_pybytes())
 
     def read_table(self, path: str) -> pd.DataFrame:
-        return pq.read_table(path, filesystem=self.fs).to_pandas()
+        """The table, its text columns as Python strings with None where missing (pandas >= 3
+        reads them as its string dtype, whose missing value is float NaN)."""
+        return with_none(pq.read_table(path, filesystem=self.fs).to_pandas())
 
     def list_files(self, folder: str) -> list[str]:
         sel = pafs.FileSelector(folder, allow_not_found=True, recursive=False)
@@ -216,6 +225,8 @@ class Builder:
     holder: str
     poll_s: float = 1.0
     seen: set[str] = field(default_factory=set)
+    #: an artifact `ensure` returns is committed and can be read (a dry run's builder: not)
+    builds: bool = field(default=True, init=False)
 
     def ensure(self, art: Artifact, build: Callable[[str], dict[str, Any]], **log_extra: Any) -> Artifact:
         """Return `art`, committed; `build(folder)` writes its files and returns metadata."""

@@ -59,6 +59,7 @@ class PlanBuilder:
 
     store: Store
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    builds: bool = field(default=False, init=False)
 
     def ensure(self, art: Artifact, build: Callable, **log: Any) -> Artifact:
         self.stages.setdefault(art.id, {"stage": art.stage, "key": art.key, "inputs": art.inputs, **log})

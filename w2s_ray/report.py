@@ -35,14 +35,24 @@ def mean_se(values: pd.Series) -> str:
     return text if len(v) == len(values) else f"{text} ({len(v)}/{len(values)} seeds defined)"
 
 
+NOT_APPLICABLE = "n/a"
+
+
 def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:
-    """One row per (pair, seed, capability), one column per method; 'average' is over capabilities."""
+    """One row per (pair, seed, capability), one column per method; 'average' is over capabilities,
+    and missing (NaN) for a method without a result on every capability of its pair and seed."""
     acc = rows[rows["metric"] == "accuracy"].rename(columns={"weak": "weak_rung", "strong": "strong_rung"})
     keys = ["weak_rung", "strong_rung", "seed", "method"]
     if not per_capability:
-        acc = acc.groupby(keys, as_index=False, sort=False)["value"].mean().assign(capability="average")
+        caps = acc.groupby(keys[:3], sort=False)["capability"].transform("nunique")
+        grouped = acc.assign(_all=caps).groupby(keys, as_index=False, sort=False)
+        complete = grouped["capability"].nunique()["capability"] == grouped["_all"].first()["_all"]
+        acc = grouped["value"].mean().assign(capability="average")
+        acc["value"] = acc["value"].where(complete)
     wide = acc.pivot_table(index=["weak_rung", "strong_rung", "seed", "capability"], columns="method",
                            values="value", sort=False)
+    # pivot_table drops a method that is missing everywhere; it stays, as a column of NaN
+    wide = wide.reindex(columns=[*wide.columns, *(m for m in pd.unique(acc["method"]) if m not in wide.columns)])
     return wide.reset_index().rename_axis(columns=None)
 
 
@@ -51,23 +61,28 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str]
     """Per pair (and capability): mean ± s.e. over seeds of each method's accuracy and PGR.
 
     PGR is computed per seed and then averaged, so its spread shows seed-to-seed variation.
-    Method columns follow `order` (the config's), else the rows'.
+    Method columns follow `order` (the config's), else the rows'; a method of `order` without
+    any row (it applied to no pair) is a column of n/a.
     """
     wide = accuracy_wide(rows, per_capability)
-    present = set(rows["method"])
-    methods = [m for m in (order or pd.unique(rows["method"])) if m in present and m not in ("weak", "ceiling")]
+    methods = [m for m in (order or pd.unique(rows["method"])) if m not in ("weak", "ceiling")]
     for m in methods:
+        if m not in wide.columns:
+            wide[m] = math.nan
         wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
     cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
     out = []
     for (w, s, cap), g in wide.groupby(["weak_rung", "strong_rung", "capability"], sort=False):
-        out.append({"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g),
-                    **{c: mean_se(g[c]) for c in cols}})
+        row = {"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g), **{c: mean_se(g[c]) for c in cols}}
+        # a method with no accuracy here did not apply (e.g. nothing selected for the capability)
+        row |= {c: NOT_APPLICABLE for m in methods if g[m].isna().all() for c in (m, f"pgr_{m}")}
+        out.append(row)
     return pd.DataFrame(out)
 
 
 SELECTION_COLUMNS = {  # (analysis, metric) -> column of the selection table
     ("reward", "train_accuracy"): "reward_train_acc",
+    ("reward", "out_of_fold_accuracy"): "reward_oof_acc",
     ("selection", "retention"): "retention",
     ("selection", "weak_accuracy"): "weak_acc",
     ("selection", "selected_accuracy"): "selected_acc",
@@ -77,8 +92,9 @@ SELECTION_COLUMNS = {  # (analysis, metric) -> column of the selection table
 
 def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
     """Per pair, averaged over capabilities: the consistent share of D^b, the reward model's
-    accuracy on its training data, retention, and the selected set's true accuracy beside the
-    weak labels' and the strong relabel's (Fig. 11); capabilities where selection fell back."""
+    accuracy on its training data (out of fold, with cross-fitting), retention, and the selected
+    set's true accuracy beside the weak labels' and the strong relabel's (Fig. 11); capabilities
+    where selection fell back. A column whose metric no run measured is left out."""
     if notes.empty or "selection" not in set(notes["analysis"]):
         return pd.DataFrame()
     out = []
@@ -88,10 +104,15 @@ def selection_table(notes: pd.DataFrame) -> pd.DataFrame:
         row = {"pair": f"{w} -> {s}", "seeds": g["seed"].nunique(),
                "consistent": mean_se(part["n_consistent"] / part["n_unlabeled"])}
         for (analysis, metric), column in SELECTION_COLUMNS.items():
-            row[column] = mean_se(avg[(avg["analysis"] == analysis) & (avg["metric"] == metric)]["value"])
+            if ((notes["analysis"] == analysis) & (notes["metric"] == metric)).any():
+                row[column] = mean_se(avg[(avg["analysis"] == analysis) & (avg["metric"] == metric)]["value"])
         fell = g.query("analysis == 'selection' and metric == 'fallback' and value > 0 "
                        "and capability != 'average'")
         row["fallback"] = ", ".join(sorted(set(fell["capability"]))) or "none"
+        empty = g.query("analysis == 'selection' and metric == 'n_selected' and value == 0 "
+                        "and capability != 'average'")
+        if not empty.empty:
+            row["fallback"] += f"; {NOT_APPLICABLE} (none selected): " + ", ".join(sorted(set(empty["capability"])))
         out.append(row)
     return pd.DataFrame(out)
 

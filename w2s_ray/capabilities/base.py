@@ -15,6 +15,9 @@ class Example:
     prompt: str
     label_text: str
     gold: str
+    #: items sharing a group (one MC-TACO question with its candidate answers) are never carved
+    #: into two splits; None = the item is its own group
+    group: str | None = None
 
 
 class Capability(ABC):
@@ -25,6 +28,13 @@ class Capability(ABC):
     #: generation ends after this text (kept in the output) where the answer is complete by then,
     #: so the rest of the budget is not spent; "" = only EOS and max_new_tokens end it
     stop: str = ""
+    #: an ICL shot is prompt + shot_joiner + label, and shots are joined by shot_separator: the
+    #: synthetic word-level text is one stream of space-separated words
+    shot_joiner: str = " "
+    shot_separator: str = " "
+
+    def shot(self, prompt: str, label_text: str) -> str:
+        return f"{prompt}{self.shot_joiner}{label_text}"
 
     @abstractmethod
     def sample(self, rng: random.Random, split: str) -> Example:

@@ -6,6 +6,7 @@ import random
 
 import pandas as pd
 
+from w2s_ray.capabilities import registry
 from w2s_ray.methods.pipeline import weak_labels, weak_model, wts_model
 from w2s_ray.methods.registry import Target, method
 from w2s_ray.stages import data
@@ -54,13 +55,15 @@ def wts_single(ctx: StageContext, weak: str, strong: str) -> list[Target]:
 
 
 def with_shots(test: pd.DataFrame, labeled: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Each test prompt led by ICL_SHOTS ground-truth D^a examples of its capability."""
+    """Each test prompt led by ICL_SHOTS ground-truth D^a examples of its capability, in the
+    capability's shot format (a blank line between real-text examples)."""
     prompts = []
     for uid, cap, prompt in zip(test["uid"], test["capability"], test["prompt"]):
         pool = labeled[labeled["capability"] == cap]
         shots = pool.iloc[random.Random(f"icl:{seed}:{uid}").sample(range(len(pool)), ICL_SHOTS)]
-        prompts.append(" ".join([*(f"{p} {lab}" for p, lab in zip(shots["prompt"], shots["label_text"])),
-                                 prompt]))
+        fmt = registry.get(cap)
+        prompts.append(fmt.shot_separator.join(
+            [*(fmt.shot(p, lab) for p, lab in zip(shots["prompt"], shots["label_text"])), prompt]))
     return test.assign(prompt=prompts)
 
 

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from w2s_ray.artifacts import Artifact
+from w2s_ray.methods.registry import NotApplicable, Target
 from w2s_ray.stages import data
 from w2s_ray.stages.consistency import partition
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.generate import generate
 from w2s_ray.stages.reward import reward_scores
 from w2s_ray.stages.select import select
-from w2s_ray.stages.tables import derive
+from w2s_ray.stages.tables import derive, only_capabilities
 from w2s_ray.stages.train import sft
 
 
@@ -56,3 +57,24 @@ def selected(ctx: StageContext, weak: str, strong: str) -> Artifact:
     return derive(ctx, "selected", 1, [scores(ctx, weak, strong)],
                   {"threshold": spec.threshold, "fallback": spec.empty_fallback},
                   lambda scored: select(scored, spec.threshold, spec.empty_fallback))
+
+
+def selected_capabilities(ctx: StageContext, chosen: Artifact) -> list[str]:
+    """The capabilities D̈^b holds (one with neither a kept nor a consistent sample is left out);
+    NotApplicable when it holds none. A dry run, which builds nothing, plans all of them."""
+    if not ctx.builder.builds:
+        return list(ctx.config.capabilities)
+    present = set(data.read(ctx, chosen)["capability"])
+    caps = [c for c in ctx.config.capabilities if c in present]
+    if not caps:
+        raise NotApplicable("the reward model kept no sample and no capability has a consistent one")
+    return caps
+
+
+def evaluated_on(ctx: StageContext, model: ModelRef, caps: list[str]) -> ModelRef | list[Target]:
+    """`model` on the test split of `caps` only: a capability left out of the selection has no
+    result for a method trained on it, and its tables show the method as not applicable there."""
+    if caps == list(ctx.config.capabilities):
+        return model
+    test = data.split_table(ctx, "test", with_gold_labels=True)
+    return [Target(model, only_capabilities(ctx, test, caps))]

@@ -20,6 +20,11 @@ import torch
 
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 
+#: the columns any backend reads: only these enter a Ray Data stage, so a table's other columns
+#: (answers, None where unparseable) are never converted to numpy batches and back (where None
+#: turns into float NaN and Arrow refuses a column of NaN and strings)
+INPUTS = ("prompt", "max_new_tokens", "stop", "label_text")
+
 
 def stops_of(batch: dict[str, np.ndarray]) -> list[str]:
     return [str(s) for s in batch["stop"]] if "stop" in batch else [""] * len(batch["prompt"])

@@ -22,7 +22,7 @@ from w2s_ray.capabilities import registry
 from w2s_ray.config import InferenceSpec
 from w2s_ray.models import resources
 from w2s_ray.stages import data, engines
-from w2s_ray.stages.backends import BACKENDS
+from w2s_ray.stages.backends import BACKENDS, INPUTS
 from w2s_ray.stages.choose import choose_backend, key_backend, model_params
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 
@@ -111,7 +111,8 @@ def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend
     inf = stage_inference(ctx, model)
     backend, why = choose_backend(inf, model_params(ctx.store, model), len(df))
     rows = df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    with model_dataset(ray.data.from_pandas(rows), inf, backends[backend], ctx.store.root, model,
+    sent = rows[["_row", *(c for c in INPUTS if c in rows.columns)]]
+    with model_dataset(ray.data.from_pandas(sent), inf, backends[backend], ctx.store.root, model,
                        {**engine_options(inf, backend, max_tokens), **(options or {})},
                        in_tasks=in_worker_tasks(inf, backend)) as ds:
         out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
@@ -133,8 +134,10 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
-    merged["answer"] = [registry.get(c).extract_answer(p, t) for c, p, t in
-                        zip(merged["capability"], merged["prompt"], merged["label_text"])]
+    # object dtype: pandas would infer its string dtype and turn an unparseable None into NaN
+    merged["answer"] = pd.Series([registry.get(c).extract_answer(p, t) for c, p, t in
+                                  zip(merged["capability"], merged["prompt"], merged["label_text"])],
+                                 index=merged.index, dtype=object)
     return merged.drop(columns="completion"), ran
 
 

@@ -93,6 +93,11 @@ class RewardTask:
         return out
 
     @staticmethod
+    def lengths(tok, df: pd.DataFrame, hp: TrainHParams) -> dict:
+        """Nothing to report: a row too long loses its prompt's start, by design (encode_pairs)."""
+        return {}
+
+    @staticmethod
     def loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         per_row = F.cross_entropy(logits.float(), batch["target"], reduction="none")

@@ -27,7 +27,9 @@ class EmptySelection(ValueError):
 def select(scored: pd.DataFrame, threshold: float, fallback: str) -> pd.DataFrame:
     """Weak samples with R = 1, i.e. p(good) > threshold. A capability left empty trains on its
     consistent samples (`consistent`), on all its weak samples (`all`), or stops the run (`fail`);
-    its rows are marked `fallback` so the results say so."""
+    its rows are marked `fallback` so the results say so. A capability with no consistent sample
+    either (ordinary for weak models on hard datasets) is left out: the selection methods do not
+    apply to it, and their tables say so, while the sweep goes on."""
     weak = scored[scored["role"] == "weak"]
     parts = []
     for cap, g in weak.groupby("capability", sort=True):
@@ -38,12 +40,14 @@ def select(scored: pd.DataFrame, threshold: float, fallback: str) -> pd.DataFram
                                      "set reward.empty_fallback to 'consistent' or 'all' to continue")
             kept = (g[g["target"] == 1] if fallback == "consistent" else g).assign(fallback=True)
             if kept.empty:
-                raise EmptySelection(f"reward model kept no {cap} sample and it has no consistent "
-                                     "sample to fall back to; set reward.empty_fallback: all")
+                log.warning("SELECTION EMPTY for %s: the reward model kept none of its samples and none "
+                            "is consistent; the selection methods do not apply to it", cap)
+                continue
             log.warning("SELECTION EMPTY for %s at threshold %s: training on its %d %s samples instead",
                         cap, threshold, len(kept), fallback)
         parts.append(kept)
-    return pd.concat(parts, ignore_index=True)[[*WEAK_COLUMNS, "score", "fallback"]]
+    columns = [*WEAK_COLUMNS, "score", "fallback"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def same_size_random(weak: pd.DataFrame, selected: pd.DataFrame, seed: int) -> pd.DataFrame:

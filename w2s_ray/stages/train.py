@@ -13,6 +13,7 @@ of the same name (the artifact key) after the driver died.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import time
@@ -26,6 +27,7 @@ from ray.train.torch import TorchTrainer
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from w2s_ray.artifacts import Artifact, Store
+from w2s_ray.capabilities import registry
 from w2s_ray.config import TrainHParams
 from w2s_ray.models import resources
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, save_checkpoint, tokenizer_path
@@ -33,8 +35,12 @@ from w2s_ray.stages import engines, parallel
 from w2s_ray.stages.context import ModelRef, StageContext, local_model_path
 from w2s_ray.stages.data import TABLE
 
+log = logging.getLogger(__name__)
+
 # 2: a batch never mixes capabilities; the batch plan no longer depends on the number of ranks
 VERSION = 2
+#: a stage warns when more than this share of a capability's rows is cut at train.max_length
+TRUNCATED_WARN = 0.01
 OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
 METRICS = "train_metrics.json"
 
@@ -60,6 +66,35 @@ def encode(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[
 
 
 Buckets = list[dict[str, torch.Tensor]]
+
+
+def length_report(tok, df, max_length: int) -> dict[str, dict[str, int]]:
+    """Per capability: rows; rows longer than `max_length` with their EOS, which `encode` cuts
+    (they lose their end, the final answer included, and their EOS); rows whose label is longer
+    than the capability's generation budget (a model that learned them is cut off before it
+    writes the final answer); and the longest label, in tokens of this tokenizer."""
+    out = {}
+    for cap, g in df.groupby("capability", sort=True):
+        prompts = [len(prompt_ids(tok, p)) for p in g["prompt"]]
+        labels = [len(tok(lab, add_special_tokens=False)["input_ids"]) for lab in g["label_text"]]
+        budget = registry.get(cap).max_new_tokens
+        out[cap] = {"rows": len(g), "truncated": sum(p + a + 1 > max_length for p, a in zip(prompts, labels)),
+                    "over_budget": sum(a > budget for a in labels), "longest_label": max(labels)}
+    return out
+
+
+def length_warnings(report: dict[str, dict[str, int]], max_length: int) -> list[str]:
+    """What a training stage says about its rows' lengths (`length_report`)."""
+    out = []
+    for cap, r in report.items():
+        if r["truncated"] > TRUNCATED_WARN * r["rows"]:
+            out.append(f"{cap}: {r['truncated']} of {r['rows']} rows exceed train.max_length={max_length} "
+                       "and lose their end and EOS; raise train.max_length")
+        if r["over_budget"]:
+            out.append(f"{cap}: {r['over_budget']} of {r['rows']} labels are longer than the generation budget "
+                       f"of {registry.get(cap).max_new_tokens} tokens (longest {r['longest_label']}): "
+                       "outputs that follow them are cut before the answer")
+    return out
 
 
 def encode_buckets(tok, df, max_length: int) -> Buckets:
@@ -179,6 +214,10 @@ class SFTTask:
     def buckets(self, tok, df, hp: TrainHParams) -> Buckets:
         return encode_buckets(tok, df, hp.max_length)
 
+    @staticmethod
+    def lengths(tok, df, hp: TrainHParams) -> dict[str, dict[str, int]]:
+        return length_report(tok, df, hp.max_length)
+
 
 def train_loop(cfg: dict[str, Any]) -> None:
     task = cfg["task"]
@@ -196,6 +235,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
                        checkpoints=hp.num_workers > 0)
+    metrics["lengths"] = task.lengths(tok, df, hp)
     # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
     weights = parallel.full_state_dict(model, hp) if world > 1 else None
     if rank == 0:
@@ -206,7 +246,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
             with open(f"{tmp}/{METRICS}", "w") as f:
                 json.dump(metrics, f)
             store.upload_dir(tmp, cfg["out"])
-    ray.train.report({k: v for k, v in metrics.items() if k != "losses"})
+    ray.train.report({k: v for k, v in metrics.items() if k not in ("losses", "lengths")})
 
 
 def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
@@ -275,6 +315,8 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
             fit(cfg, hp, run)
         with ctx.store.fs.open_input_stream(f"{folder}/{METRICS}") as f:
             metrics = json.loads(f.read())
+        for warning in length_warnings(metrics["lengths"], hp.max_length):
+            log.warning("%s %s: %s", tag, art.key[:8], warning)
         # The model is in `folder`; the run's resumable state (72B: 1.2 TB of shards) is not needed.
         if ctx.store.exists(ctx.store.path("ray_train", name)):
             ctx.store.fs.delete_dir(ctx.store.path("ray_train", name))

@@ -11,27 +11,71 @@ the rest is here.
   `python -m w2s_ray.data_mirror`), the same `load_dataset` reads local files of the same schema:
   `<data_dir>/<capability>/<upstream split>.parquet` (`.jsonl` for datasets published as JSON
   lines).
-- Class labels. ClassLabel columns reach the modules as their names (-1, "no label", as None).
+- Class labels. Label columns reach the modules as their names (-1, "no label", as None): from
+  the ClassLabel metadata where the files carry it, else, for plain integers (a mirror written by
+  pandas or another tool), from the names the module declares in `label_names`.
+- Dropped rows. A row without a usable label, a repeated prompt, or a training row whose
+  question is also in the test split is left out; every load logs how many and why
+  (`Pools.dropped`), and a size error quotes those counts.
 - Carving (Burns et al. 2023). D^a and D^b are disjoint random draws from the upstream training
   pool, test from the upstream evaluation split; prompts are de-duplicated within and across the
-  two pools, so no two splits share a prompt. Draws are deterministic by seed.
+  two pools, so no two splits share a prompt. Items of one group (`Example.group`: an MC-TACO
+  question with its candidate answers, an e-SNLI premise with its hypotheses) are drawn together,
+  so no question is in two splits. Draws are deterministic by seed.
+- Prompt format. Labels open with a space after the prompt's closing "Answer:" (what a BPE
+  tokenizer's words look like there); ICL shots are separated by a blank line, and generation
+  stops where a next example would begin (`stop`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import random
 import re
 from abc import abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import datasets
 
 from w2s_ray.capabilities.base import Capability, Example
 
+log = logging.getLogger(__name__)
+
 EXTENSIONS = {"parquet": "parquet", "json": "jsonl"}
+
+
+class Dropped(NamedTuple):
+    """Why an upstream row gives no Example (counted and logged by the loader)."""
+
+    reason: str
+
+
+def example(prompt: str, label: str, gold: str, group: str | None = None) -> Example:
+    """An item whose label opens with the space a model writes after the prompt's "Answer:"."""
+    return Example(prompt, " " + label, gold, group)
+
+
+@dataclass
+class Pools:
+    """The training and test pools of a loaded dataset, and the rows left out of each, by reason."""
+
+    train: list[Example]
+    test: list[Example]
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = []
+        for split, counts in self.dropped.items():
+            if counts:
+                why = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+                parts.append(f"{sum(counts.values())} of {self.rows[split]} rows of {split!r} dropped: {why}")
+        return "; ".join(parts) or "no row dropped"
 
 
 class HubCapability(Capability):
@@ -49,10 +93,16 @@ class HubCapability(Capability):
     test_split: str = "test"
     #: rows of (train_split, test_split) as the dataset card states them: checked before any download
     card_rows: tuple[int, int] | None = None
+    #: the names of integer label columns, in index order, for files without ClassLabel metadata
+    label_names: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # 2: labels open with a space, shots end at a blank line, stop strings, grouped carving
+    version = 2
+    shot_joiner = ""
+    shot_separator = "\n\n"
 
     @abstractmethod
-    def to_example(self, row: dict) -> Example | None:
-        """One upstream row as an Example, or None for a row without a usable label."""
+    def to_example(self, row: dict) -> Example | Dropped:
+        """One upstream row as an Example, or why it gives none (e.g. no usable label)."""
 
     def sample(self, rng: random.Random, split: str) -> Example:
         raise NotImplementedError(f"{self.name} is loaded, not generated: its splits come from splits()")
@@ -88,21 +138,56 @@ class HubCapability(Capability):
                                    data_dir=self.hub_data_dir)
         return datasets.DatasetDict({s: dd[s] for s in (self.train_split, self.test_split)})
 
-    def rows(self, ds: datasets.Dataset) -> list[Example]:
-        labels = {c: f for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
-        out = []
-        for row in ds:
-            for col, feature in labels.items():
-                row[col] = feature.int2str(row[col]) if row[col] is not None and row[col] >= 0 else None
-            if (ex := self.to_example(row)) is not None:
-                out.append(ex)
+    def label_columns(self, ds: datasets.Dataset) -> dict[str, tuple[str, ...]]:
+        """Columns whose integers stand for names: ClassLabel ones, and integer columns the
+        module names (a mirror written without the ClassLabel metadata)."""
+        out = {c: tuple(f.names) for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
+        for col, names in self.label_names.items():
+            feature = ds.features.get(col)
+            if col not in out and isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+                out[col] = names
         return out
+
+    def rows(self, ds: datasets.Dataset) -> tuple[list[Example], Counter]:
+        """The Examples of an upstream split, and the rows that gave none, counted by reason."""
+        labels = self.label_columns(ds)
+        out, dropped = [], Counter()
+        for row in ds:
+            bad = [f"{c} {row[c]} is none of its {len(n)} names" for c, n in labels.items()
+                   if row[c] is not None and not -1 <= row[c] < len(n)]
+            if bad:
+                dropped[bad[0]] += 1
+                continue
+            for col, names in labels.items():
+                value = row[col]
+                row[col] = names[value] if value is not None and value >= 0 else None
+            ex = self.to_example(row)
+            if isinstance(ex, Dropped):
+                dropped[ex.reason] += 1
+            else:
+                out.append(ex)
+        return out, dropped
+
+    def load_pools(self, data_dir: str | None) -> Pools:
+        """(training pool, test pool) with distinct prompts, no prompt or group in both, and the
+        rows left out; the counts are logged."""
+        dd = self.load(data_dir)
+        (train, train_drops), (test, test_drops) = (self.rows(dd[s]) for s in (self.train_split, self.test_split))
+        test, test_drops["repeated prompt"] = distinct(test, exclude=set())
+        prompts, groups = {e.prompt for e in test}, {e.group for e in test if e.group is not None}
+        kept = [e for e in train if e.prompt not in prompts and (e.group is None or e.group not in groups)]
+        train_drops["question also in the test split"], train = len(train) - len(kept), kept
+        train, train_drops["repeated prompt"] = distinct(train, exclude=set())
+        pools = Pools(train, test, {s: +c for s, c in ((self.train_split, train_drops),
+                                                         (self.test_split, test_drops))},
+                      {s: len(dd[s]) for s in (self.train_split, self.test_split)})
+        log.info("%s: %s", self.name, pools.describe())
+        return pools
 
     def pools(self, data_dir: str | None) -> tuple[list[Example], list[Example]]:
         """(training pool, test pool) with distinct prompts, no prompt in both."""
-        dd = self.load(data_dir)
-        test = distinct(self.rows(dd[self.test_split]), exclude=set())
-        return distinct(self.rows(dd[self.train_split]), exclude={e.prompt for e in test}), test
+        p = self.load_pools(data_dir)
+        return p.train, p.test
 
     # --- splits -----------------------------------------------------------------------------
 
@@ -122,12 +207,17 @@ class HubCapability(Capability):
             self.check_sizes(sizes, *self.card_rows, f"dataset card of {self.source()}")
 
     def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None) -> dict[str, list[Example]]:
-        train, test = self.pools(data_dir)
-        self.check_sizes(sizes, len(train), len(test),
-                         f"distinct prompts in {data_dir or self.source()}")
-        drawn = random.Random(f"{self.name}:{seed}").sample(train, sizes["labeled"] + sizes["unlabeled"])
-        return {"labeled": drawn[: sizes["labeled"]], "unlabeled": drawn[sizes["labeled"] :],
-                "test": random.Random(f"{self.name}:{seed}:test").sample(test, sizes["test"])}
+        pools = self.load_pools(data_dir)
+        where = f"distinct prompts in {data_dir or self.source()}; {pools.describe()}"
+        self.check_sizes(sizes, len(pools.train), len(pools.test), where)
+        labeled, unlabeled = grouped_draw(pools.train, [sizes["labeled"], sizes["unlabeled"]],
+                                          random.Random(f"{self.name}:{seed}"))
+        if len(unlabeled) < sizes["unlabeled"]:
+            raise ValueError(f"{self.name}: labeled + unlabeled = {sizes['labeled'] + sizes['unlabeled']} "
+                             f"items in whole groups exceed the {len(pools.train)} items of upstream split "
+                             f"{self.train_split!r} ({where}): the last group of D^a leaves a remainder")
+        return {"labeled": labeled, "unlabeled": unlabeled,
+                "test": random.Random(f"{self.name}:{seed}:test").sample(pools.test, sizes["test"])}
 
     def key_fields(self, data_dir: str | None) -> dict:
         """A mirror by its files' content, not their path: an edited or re-written mirror gets
@@ -154,13 +244,34 @@ def _hash_file(path: str, mtime_ns: int, size: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def distinct(examples: list[Example], exclude: set[str]) -> list[Example]:
-    """The first example of each prompt, in order, leaving out the excluded prompts."""
+def distinct(examples: list[Example], exclude: set[str]) -> tuple[list[Example], int]:
+    """The first example of each prompt, in order, leaving out the excluded prompts; and how
+    many repeats of a kept prompt were left out."""
     seen: dict[str, Example] = {}
     for e in examples:
         if e.prompt not in exclude:
             seen.setdefault(e.prompt, e)
-    return list(seen.values())
+    return list(seen.values()), sum(e.prompt not in exclude for e in examples) - len(seen)
+
+
+def grouped_draw(pool: list[Example], sizes: list[int], rng: random.Random) -> list[list[Example]]:
+    """Consecutive draws of `sizes` items from `pool` in a random order of its groups, each group
+    whole: a draw that a group would overflow keeps only what it needs and the group's remainder
+    is used by no other draw, so no group is in two draws."""
+    groups: dict[str, list[Example]] = {}
+    for e in pool:
+        groups.setdefault(e.prompt if e.group is None else e.group, []).append(e)
+    order = list(groups.values())
+    rng.shuffle(order)
+    draws: list[list[Example]] = [[] for _ in sizes]
+    d = 0
+    for group in order:
+        while d < len(sizes) and len(draws[d]) == sizes[d]:
+            d += 1
+        if d == len(sizes):
+            break
+        draws[d] += group[: sizes[d] - len(draws[d])]
+    return draws
 
 
 def label_word(completion: str, words: tuple[str, ...]) -> str | None:

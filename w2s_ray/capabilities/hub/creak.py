@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from w2s_ray.capabilities.base import Example
-from w2s_ray.capabilities.hub.base import HubCapability, label_word
+from w2s_ray.capabilities.hub.base import Dropped, HubCapability, example, label_word
 from w2s_ray.capabilities.registry import register
 
 RAW = "https://raw.githubusercontent.com/yasumasaonoe/creak/main/data/creak"
@@ -32,12 +32,13 @@ class Creak(HubCapability):
     test_split = "validation"
     card_rows = (10176, 1371)
     max_new_tokens = 4
+    stop = "\nClaim:"
 
-    def to_example(self, row: dict) -> Example | None:
+    def to_example(self, row: dict) -> Example | Dropped:
         label = str(row["label"]).lower()
         if label not in WORDS:
-            return None
-        return Example(f"Claim: {row['sentence'].strip()}\nIs the claim true or false?\nAnswer:", label, label)
+            return Dropped(f"label {row['label']!r} not in {WORDS}")
+        return example(f"Claim: {row['sentence'].strip()}\nIs the claim true or false?\nAnswer:", label, label)
 
     def extract(self, completion: str) -> str | None:
         return label_word(completion, WORDS)

@@ -11,13 +11,17 @@ revision="refs/convert/parquet", data_dir="plain_text")`. D^a/D^b from train, te
 
 Prompt "Premise: ...\\nHypothesis: ...\\nDoes the premise entail the hypothesis? Answer entailment,
 neutral or contradiction.\\nAnswer:"; label and gold the label word (the explanations stay
-upstream: a short label keeps exact-match scoring exact).
+upstream: a short label keeps exact-match scoring exact). A premise's hypotheses are one group:
+SNLI's annotators wrote one hypothesis per label for each premise, so a premise in both D^a and
+D^b would hand the weak model part of D^b's answer.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from w2s_ray.capabilities.base import Example
-from w2s_ray.capabilities.hub.base import HubCapability, label_word
+from w2s_ray.capabilities.hub.base import Dropped, HubCapability, example, label_word
 from w2s_ray.capabilities.registry import register
 
 WORDS = ("entailment", "neutral", "contradiction")
@@ -30,14 +34,18 @@ class ESNLI(HubCapability):
     hub_data_dir = "plain_text"
     card_rows = (549367, 9824)
     max_new_tokens = 4
+    label_names: ClassVar[dict[str, tuple[str, ...]]] = {"label": WORDS}
+    stop = "\nPremise:"
 
-    def to_example(self, row: dict) -> Example | None:
+    def to_example(self, row: dict) -> Example | Dropped:
         if row["label"] not in WORDS:
-            return None
-        prompt = (f"Premise: {row['premise'].strip()}\nHypothesis: {row['hypothesis'].strip()}\n"
+            return Dropped("no gold label (-1)" if row["label"] is None else f"label {row['label']!r} not in {WORDS}")
+        premise = row["premise"].strip()
+        prompt = (f"Premise: {premise}\nHypothesis: {row['hypothesis'].strip()}\n"
                   "Does the premise entail the hypothesis? Answer entailment, neutral or contradiction."
                   "\nAnswer:")
-        return Example(prompt, row["label"], row["label"])
+        # a premise's hypotheses (one written per label) stay in one split
+        return example(prompt, row["label"], row["label"], group=f"Premise: {premise}")
 
     def extract(self, completion: str) -> str | None:
         return label_word(completion, WORDS)

@@ -14,6 +14,7 @@ Prompt: the question stem with the choices lettered in their upstream order; lab
 from __future__ import annotations
 
 from w2s_ray.capabilities.base import Example
+from w2s_ray.capabilities.hub.base import Dropped
 from w2s_ray.capabilities.hub.choice import ChoiceCapability, choice_example
 from w2s_ray.capabilities.registry import register
 
@@ -24,10 +25,10 @@ class OpenBookQA(ChoiceCapability):
     config = "main"
     card_rows = (4957, 500)
 
-    def to_example(self, row: dict) -> Example | None:
+    def to_example(self, row: dict) -> Example | Dropped:
         labels, texts = list(row["choices"]["label"]), [t.strip() for t in row["choices"]["text"]]
         if row["answerKey"] not in labels:
-            return None
+            return Dropped(f"answer key not among the choice labels {labels}")
         return choice_example(row["question_stem"].strip(), texts, labels.index(row["answerKey"]))
 
 

@@ -20,7 +20,7 @@ word is an action.
 from __future__ import annotations
 
 from w2s_ray.capabilities.base import Example
-from w2s_ray.capabilities.hub.base import HubCapability
+from w2s_ray.capabilities.hub.base import Dropped, HubCapability, example
 from w2s_ray.capabilities.registry import register
 
 ACTIONS = {"I_WALK", "I_RUN", "I_JUMP", "I_LOOK", "I_TURN_LEFT", "I_TURN_RIGHT"}
@@ -34,20 +34,24 @@ class ScanHF(HubCapability):
     revision = "refs/convert/parquet"
     # the longest `simple` sequences have 48 actions, several tokens each for a BPE tokenizer
     max_new_tokens = 320
+    stop = "\nCommand:"
 
     def __init__(self, config: str, card_rows: tuple[int, int] | None = None):
         self.name = f"scan_{config}"
         self.hub_data_dir = config
         self.card_rows = card_rows
 
-    def to_example(self, row: dict) -> Example | None:
+    def to_example(self, row: dict) -> Example | Dropped:
         actions = " ".join(row["actions"].split())
-        return Example(f"Command: {' '.join(row['commands'].split())}\nActions:", actions, actions)
+        if not actions:
+            return Dropped("no actions")
+        return example(f"Command: {' '.join(row['commands'].split())}\nActions:", actions, actions)
 
     def extract(self, completion: str) -> str | None:
         # a run-on into a next "Command:" is cut; a restated "Actions:" is skipped
         lines = completion.split("Command:")[0].split("Actions:")[-1].strip().splitlines()
-        words = lines[0].split() if lines else []
+        # markdown emphasis or a closing full stop around the sequence is not part of it
+        words = lines[0].strip(" *`.").split() if lines else []
         return " ".join(words) if words and set(words) <= ACTIONS else None
 
 

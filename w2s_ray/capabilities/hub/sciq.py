@@ -22,7 +22,7 @@ class SciQ(ChoiceCapability):
     hub_id = "allenai/sciq"
     card_rows = (11679, 1000)
 
-    def to_example(self, row: dict) -> Example | None:
+    def to_example(self, row: dict) -> Example:
         correct = row["correct_answer"].strip()
         options = shuffled(row["question"], [correct, *(row[f"distractor{i}"].strip() for i in (1, 2, 3))])
         return choice_example(row["question"].strip(), options, options.index(correct))
