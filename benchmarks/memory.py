@@ -6,7 +6,7 @@ Each configuration trains a random-init Qwen2 (built in-process from a `Qwen2Con
 downloaded) for two steps of the project's own optimisation loop (`stages.train.optimize`:
 AdamW, the causal-LM loss on answer tokens, bf16 autocast and activation checkpointing as a
 single worker applies them through `stages.parallel`), in a fresh subprocess. Measured: the
-process's peak resident memory (getrusage) minus its resident memory after the imports, so the
+process's peak resident memory (VmHWM, reset after the imports) minus its resident memory then, so the
 interpreter, torch and transformers are left out and the weights, gradients, AdamW states,
 activations and logits are in. The subprocess runs with glibc's mmap threshold at 64 KiB: every
 tensor is then mapped on allocation and unmapped on free, so resident memory follows the live
@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -96,8 +96,18 @@ DEFAULT = [
 ]
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+def status_gb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS now, VmHWM the peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024 / 1e9  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Start the peak (VmHWM) afresh at the current RSS: the imports' own transient peak can
+    exceed a small model's whole training step, and would hide it."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def train_once(shape: Shape, threads: int) -> dict[str, float]:
@@ -110,7 +120,8 @@ def train_once(shape: Shape, threads: int) -> dict[str, float]:
     from w2s_ray.stages.train import optimize
 
     torch.set_num_threads(threads)
-    baseline = peak_rss_gb()
+    reset_peak_rss()
+    baseline = status_gb("VmRSS")
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.ffn,
                          num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
@@ -133,7 +144,7 @@ def train_once(shape: Shape, threads: int) -> dict[str, float]:
     stats = optimize(parallel.wrap(model, hp, world=1), [bucket], hp, seed=0)
     if stats["steps"] != STEPS:
         raise RuntimeError(f"ran {stats['steps']} steps, not {STEPS}: the peak may miss AdamW's states")
-    return {"measured_gb": peak_rss_gb() - baseline, "seconds": time.perf_counter() - start}
+    return {"measured_gb": status_gb("VmHWM") - baseline, "seconds": time.perf_counter() - start}
 
 
 def measure(shape: Shape, threads: int = 2) -> dict[str, float]:
