@@ -127,6 +127,15 @@ def book() -> ray.actor.ActorHandle:
     return _BOOKS[job]
 
 
+def existing_book() -> ray.actor.ActorHandle | None:
+    """The cluster's engine book if a driver has made it; a worker never makes it, since the
+    book would then end with that worker."""
+    try:
+        return ray.get_actor("w2s-engines")
+    except ValueError:
+        return None
+
+
 def host_name(model_id: str, source: str, inf: InferenceSpec, options: dict, index: int) -> str:
     layout = json.dumps([source, inf.dtype, inf.gpus_per_actor, inf.torch_threads, sorted(options.items())],
                         default=str)

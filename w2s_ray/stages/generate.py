@@ -51,7 +51,9 @@ def _process_model(backend: Callable, root: str, source: str, stored: bool, torc
                    dtype: str, options: tuple, model_id: str) -> Callable:
     """A model kept by a Ray worker process between stages: the weak and the strong model of a
     pair alternate, so two are kept."""
-    engines.book().loaded.remote(model_id)
+    counted = engines.existing_book()
+    if counted is not None:
+        counted.loaded.remote(model_id)
     return backend(local_model_path(root, source, stored), torch_threads, dtype, **dict(options))
 
 
