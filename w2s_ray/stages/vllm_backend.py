@@ -1,7 +1,7 @@
 """vLLM behind the backends' interface: Ray Data actor classes, each holding one `vllm.LLM`.
 
 Why our own `map_batches` actor rather than `ray.data.llm`'s processor: measured on this machine
-type (MEASURED.md, benchmarks/generate.py), the processor needs five workarounds on CPU (a CPU
+type (benchmarks/generate.py; docs/benchmarks.md), the processor needs five workarounds on CPU (a CPU
 placement bundle, no engine metrics, fractional CPUs for its four side stages, no chat-template
 stage), took ~88 s for 256 rows, and tokenizes with the model folder's tokenizer, which for a
 tiny-ladder checkpoint is the wrong one (transformers 5 builds a byte-level BPE for any `qwen2`
