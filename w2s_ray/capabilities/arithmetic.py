@@ -30,6 +30,8 @@ class Arithmetic(Capability):
     name = "arithmetic"
     version = 3
     max_new_tokens = 22
+    #: the distinct totals of two or three goods priced 1..6
+    chance = 1 / len({c * p for c in (2, 3) for p in PRICES})
 
     def sample(self, rng: random.Random, split: str) -> Example:
         good = rng.choice(world().part["good"][split])

@@ -32,6 +32,9 @@ class Capability(ABC):
     #: synthetic word-level text is one stream of space-separated words
     shot_joiner: str = " "
     shot_separator: str = " "
+    #: accuracy of a uniform guess over the answer space: a capability carries signal only where
+    #: a model's accuracy clears it by a margin (the tiny ladder's top rung must)
+    chance: float = 0.0
 
     def shot(self, prompt: str, label_text: str) -> str:
         return f"{prompt}{self.shot_joiner}{label_text}"

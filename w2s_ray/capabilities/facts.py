@@ -1,10 +1,14 @@
-"""True/false claims over a generated knowledge base (a CREAK analogue).
+"""Knowledge-base questions over a generated world (a CREAK / ECQA analogue with a generative answer).
 
 Quanta: 400 entities, each of one of 12 kinds, stated entity-first ("kati is a cat .") with
-Zipf-weighted frequency. The decision rule is in pretraining, for `pre` entities only:
-"is kati a dog ? kati is a cat , so false ." Fine-tuning asks claims about the split's entities:
-"claim : ana asks : is kati a dog ? true or false ? kati is a" -> "cat , so false", scored on the
-final true/false word (the extraction does not do the comparison for the model).
+Zipf-weighted frequency. Pretraining also holds true/false claims about `pre` entities
+("is kati a dog ? kati is a cat , so false ."), which state the kind in one more surface form.
+Fine-tuning asks the kind of the split's own entities:
+"question : ana asks : kati ? answer : kati is a" -> "cat ."  (chance 1/12).
+A true/false form ("... true or false ? kati is a" -> "cat , so false") was the task until
+round 4 of docs/tiny-ladder.md: the comparison of the recalled kind with the asked one was never
+learned at this budget, so every model, fine-tuned or not, sat at chance (.5) and the capability
+carried no signal.
 """
 
 from __future__ import annotations
@@ -27,15 +31,15 @@ def claim(entity: str, rng: random.Random) -> tuple[str, str, bool]:
 
 class Facts(Capability):
     name = "facts"
-    version = 3
-    max_new_tokens = 6
+    version = 4
+    max_new_tokens = 3
+    stop = " ."  # extraction reads only the first word
+    chance = 1 / len(KINDS)
 
     def sample(self, rng: random.Random, split: str) -> Example:
         e = rng.choice(world().part["ent"][split])
-        asked, kind, truth = claim(e, rng)
-        tf = "true" if truth else "false"
-        return Example(f"claim : {rng.choice(NAMES)} asks : is {e} a {asked} ? true or false ? {e} is a",
-                       f"{kind} , so {tf} .", tf)
+        kind = world().kind[e]
+        return Example(f"question : {rng.choice(NAMES)} asks : {e} ? answer : {e} is a", f"{kind} .", kind)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
         w = world()
@@ -57,12 +61,12 @@ class Facts(Capability):
                 for e in (rng.choice(w.part["ent"]["val"]) for _ in range(n))]
 
     def extract(self, completion: str) -> str | None:
-        words = completion.replace(".", " ").split()
-        return words[-1] if words and words[-1] in ("true", "false") else None
+        words = completion.split()
+        return words[0] if words and words[0] in KINDS else None
 
     def vocabulary(self) -> set[str]:
         return {*world().ents, *KINDS, *NAMES, "is", "a", ".", "and", "it", "sleeps", ",", "they", "say", "?",
-                "so", "true", "false", "claim", ":", "asks", "or"}
+                "so", "true", "false", "question", ":", "asks", "answer"}
 
 
 register(Facts())

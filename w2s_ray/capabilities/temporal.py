@@ -20,6 +20,7 @@ class Temporal(Capability):
     version = 3
     max_new_tokens = 3
     stop = " ."  # extraction reads only the first word
+    chance = 1 / len(UNITS)
 
     def sample(self, rng: random.Random, split: str) -> Example:
         w = world()
