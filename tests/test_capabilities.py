@@ -74,6 +74,24 @@ def test_scan_composition_follows_scans_rules():
     assert scan_actions("RUN", " thrice") == ["RUN"] * 3
 
 
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_validation_items_share_no_knowledge_with_the_other_splits(name):
+    """Scored on validation, a sweep reads the generator's validation partition: its entities
+    (verbs, goods, events) are in none of D^a, D^b or test, so choosing settings there never
+    reads test."""
+    cap = registry.get(name)
+    sizes = {"labeled": 50, "unlabeled": 50, "test": 50}
+    on_test, on_val = cap.splits(0, sizes, None), cap.splits(0, sizes, None, "validation")
+    assert on_val["labeled"] == on_test["labeled"] and on_val["unlabeled"] == on_test["unlabeled"]
+    pseudo = set(getattr(world(), PSEUDO[name]))
+
+    def words(items):
+        return {w for e in items for w in e.prompt.split() if w in pseudo}
+
+    assert words(on_val["test"]) and not words(on_val["test"]) & words(
+        on_test["test"] + on_test["labeled"] + on_test["unlabeled"])
+
+
 def test_arithmetic_reads_the_number_after_answer_only():
     cap = registry.get("arithmetic")
     assert cap.extract("3 . 3 + 3 = 6 . answer 6 .") == "6"

@@ -254,6 +254,18 @@ def test_the_mirror_command_writes_what_the_loader_reads(mirror, tmp_path):
     assert main(["--out", str(tmp_path), "scan"]) == 2, "the synthetic scan is not a loaded dataset"
 
 
+@pytest.mark.parametrize("name", sorted(UPSTREAM))
+def test_a_validation_split_is_carved_from_training_after_the_same_labeled_and_unlabeled(name, mirror):
+    cap = registry.get(name)
+    sizes = {"labeled": 1, "unlabeled": 1, "test": 2}
+    on_test, on_val = cap.splits(0, sizes, mirror), cap.splits(0, sizes, mirror, "validation")
+    assert on_val["labeled"] == on_test["labeled"] and on_val["unlabeled"] == on_test["unlabeled"]
+    train_pool, test_pool = cap.pools(mirror)
+    val = {e.prompt for e in on_val["test"]}
+    assert len(val) == 2 and val <= {e.prompt for e in train_pool}
+    assert not val & {e.prompt for e in test_pool + on_val["labeled"] + on_val["unlabeled"]}
+
+
 def test_missing_mirror_file_and_oversized_splits_are_named_before_any_work(mirror, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no mirror file .*gsm8k/train\.parquet"):
         registry.get("gsm8k").splits(0, SIZES, str(tmp_path))
@@ -268,6 +280,12 @@ def test_missing_mirror_file_and_oversized_splits_are_named_before_any_work(mirr
     with pytest.raises(ConfigError, match=r"split_overrides\.openbookqa: openbookqa: test = 600 exceeds"):
         load_config("qwen15-paper", {"split_overrides": {"openbookqa": {"labeled": 10, "unlabeled": 10,
                                                                         "test": 600}}})
+    with pytest.raises(ConfigError, match=r"splits: \w+: labeled \+ unlabeled \+ validation \(the test size\) "
+                                          r"= 7800 exceeds the \d+ items of upstream split"):
+        load_config("qwen15-paper", {"evaluate_on": "validation",
+                                     "splits": {"labeled": 4000, "unlabeled": 3000, "test": 800}})
+    with pytest.raises(ConfigError, match=r"evaluate_on.*'test' or 'validation'"):
+        load_config("smoke", {"evaluate_on": "val"})
     with pytest.raises(ConfigError, match=r"split_overrides: 'gsm8k' is not a configured capability"):
         load_config("smoke", {"split_overrides": {"gsm8k": SIZES}})
 

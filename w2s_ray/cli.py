@@ -135,7 +135,8 @@ def run(config: SweepConfig, run_id: str, args: argparse.Namespace, console: Con
     tables = result.tables
     print(summarize_stage_log(result.stage_log), file=out)
     print(summarize_engine_starts(result.engine_starts), file=out)
-    print("\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds):", file=out)
+    scored_on = "" if config.evaluate_on == "test" else f"; scored on the {config.evaluate_on} split"
+    print(f"\nPGR table (average accuracy over capabilities; mean ± s.e. over seeds{scored_on}):", file=out)
     print(tables["pgr"].to_markdown(index=False), file=out)
     print("\nPer capability:", file=out)
     print(tables["pgr_by_capability"].to_markdown(index=False), file=out)

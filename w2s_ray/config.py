@@ -158,6 +158,11 @@ class SweepConfig(Strict):
     data_seed: int | Literal["same"] = Field(
         0, description="draws D^a, D^b and the test split once for every training seed, so seeds "
                        "measure training variance on one test set; 'same' = each seed redraws them")
+    evaluate_on: Literal["test", "validation"] = Field(
+        "test", description="the split every method is scored on: 'validation' holds out items "
+                            "apart from D^a, D^b and test (synthetic: their validation partition; "
+                            "datasets: carved from the training split after D^a and D^b), to choose "
+                            "settings (learning rate, epochs) without reading test")
     train: TrainHParams = Field(TrainHParams(), description="fine-tuning through Ray Train")
     inference: InferenceSpec = Field(InferenceSpec(), description="generation and scoring through Ray Data")
     reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
@@ -177,7 +182,7 @@ class SweepConfig(Strict):
                                  f"allowed: {self.capabilities}")
         for cap in self.capabilities:
             try:
-                registry.get(cap).validate(self.sizes_for(cap).model_dump(), self.data_dir)
+                registry.get(cap).validate(self.sizes_for(cap).model_dump(), self.data_dir, self.evaluate_on)
             except FileNotFoundError as err:  # a missing mirror file
                 raise ValueError(f"data_dir: {err}") from None
             except ValueError as err:

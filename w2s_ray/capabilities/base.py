@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 #: the engine's splits: D^a (labeled), D^b (unlabeled: weak-labeled), test
 SPLITS = ("labeled", "unlabeled", "test")
+#: where the evaluation split comes from: the test split, or a validation split kept apart from
+#: D^a, D^b and test, on which hyper-parameters are chosen without reading test
+EVALUATE_ON = ("test", "validation")
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,19 @@ class Capability(ABC):
                 raise ValueError(f"{self.name}: the {split} split holds fewer than {n} distinct items")
         return list(seen.values())
 
-    def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None) -> dict[str, list[Example]]:
+    def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None,
+               evaluate_on: str = "test") -> dict[str, list[Example]]:
         """Every split at once, deterministic by seed. A generator draws each split on its own
         (its splits keep their knowledge apart); a loaded dataset carves them from its pool.
-        str seeds are hashed with sha512 by `random`, so draws are the same in every process."""
-        return {split: self.examples(random.Random(f"{self.name}:{seed}:{split}"), sizes[split], split)
-                for split in SPLITS}
+        With evaluate_on="validation" the "test" split is drawn from the generator's validation
+        partition instead. str seeds are hashed with sha512 by `random`, so draws are the same in
+        every process."""
+        source = {"labeled": "labeled", "unlabeled": "unlabeled",
+                  "test": "val" if evaluate_on == "validation" else "test"}
+        return {split: self.examples(random.Random(f"{self.name}:{seed}:{source[split]}"), sizes[split],
+                                     source[split]) for split in SPLITS}
 
-    def validate(self, sizes: dict[str, int], data_dir: str | None) -> None:
+    def validate(self, sizes: dict[str, int], data_dir: str | None, evaluate_on: str = "test") -> None:
         """Raise ValueError (sizes) or FileNotFoundError (data source), before any work, when
         these split sizes or this data source cannot be served. A generator serves any size."""
 

@@ -20,12 +20,15 @@ def capability_splits(ctx: StageContext, capability: str) -> Artifact:
     cap = registry.get(capability)
     sizes = ctx.config.sizes_for(capability)
     data_dir = ctx.config.data_dir
+    evaluate_on = ctx.config.evaluate_on
+    # named only when it is not test, so the keys of every test-split run stay what they were
+    where = {} if evaluate_on == "test" else {"evaluate_on": evaluate_on}
     art = Artifact.make("splits", cap.version, [], {"capability": capability, "seed": ctx.data_seed,
-                                                   "sizes": sizes.model_dump(),
+                                                   "sizes": sizes.model_dump(), **where,
                                                    **cap.key_fields(data_dir)})
 
     def build(folder: str) -> dict:
-        carved = cap.splits(ctx.data_seed, sizes.model_dump(), data_dir)
+        carved = cap.splits(ctx.data_seed, sizes.model_dump(), data_dir, evaluate_on)
         items = [ex for split in SPLITS for ex in carved[split]]
         names = [split for split in SPLITS for _ in carved[split]]
         df = pd.DataFrame({

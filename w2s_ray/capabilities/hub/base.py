@@ -191,7 +191,14 @@ class HubCapability(Capability):
 
     # --- splits -----------------------------------------------------------------------------
 
-    def check_sizes(self, sizes: dict[str, int], train: int, test: int, where: str) -> None:
+    def check_sizes(self, sizes: dict[str, int], train: int, test: int, where: str,
+                    evaluate_on: str = "test") -> None:
+        if evaluate_on == "validation":
+            wanted = sizes["labeled"] + sizes["unlabeled"] + sizes["test"]
+            if wanted > train:
+                raise ValueError(f"{self.name}: labeled + unlabeled + validation (the test size) = {wanted} "
+                                 f"exceeds the {train} items of upstream split {self.train_split!r} ({where})")
+            return
         wanted = sizes["labeled"] + sizes["unlabeled"]
         if wanted > train:
             raise ValueError(f"{self.name}: labeled + unlabeled = {wanted} exceeds the {train} items "
@@ -200,22 +207,28 @@ class HubCapability(Capability):
             raise ValueError(f"{self.name}: test = {sizes['test']} exceeds the {test} items of "
                              f"upstream split {self.test_split!r} ({where})")
 
-    def validate(self, sizes: dict[str, int], data_dir: str | None) -> None:
+    def validate(self, sizes: dict[str, int], data_dir: str | None, evaluate_on: str = "test") -> None:
         if data_dir is not None:
             self.check_mirror(data_dir)  # the mirror's sizes are known once it is read
         elif self.card_rows:
-            self.check_sizes(sizes, *self.card_rows, f"dataset card of {self.source()}")
+            self.check_sizes(sizes, *self.card_rows, f"dataset card of {self.source()}", evaluate_on)
 
-    def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None) -> dict[str, list[Example]]:
+    def splits(self, seed: int, sizes: dict[str, int], data_dir: str | None,
+               evaluate_on: str = "test") -> dict[str, list[Example]]:
+        """D^a and D^b from the upstream training split, test from its test split; a validation
+        split is carved from the training split after D^a and D^b (the same D^a and D^b as with
+        test: the draws take the same groups in the same order)."""
         pools = self.load_pools(data_dir)
         where = f"distinct prompts in {data_dir or self.source()}; {pools.describe()}"
-        self.check_sizes(sizes, len(pools.train), len(pools.test), where)
-        labeled, unlabeled = grouped_draw(pools.train, [sizes["labeled"], sizes["unlabeled"]],
-                                          random.Random(f"{self.name}:{seed}"))
+        self.check_sizes(sizes, len(pools.train), len(pools.test), where, evaluate_on)
+        draws = [sizes["labeled"], sizes["unlabeled"]] + ([sizes["test"]] if evaluate_on == "validation" else [])
+        labeled, unlabeled, *validation = grouped_draw(pools.train, draws, random.Random(f"{self.name}:{seed}"))
         if len(unlabeled) < sizes["unlabeled"]:
             raise ValueError(f"{self.name}: labeled + unlabeled = {sizes['labeled'] + sizes['unlabeled']} "
                              f"items in whole groups exceed the {len(pools.train)} items of upstream split "
                              f"{self.train_split!r} ({where}): the last group of D^a leaves a remainder")
+        if validation:
+            return {"labeled": labeled, "unlabeled": unlabeled, "test": validation[0]}
         return {"labeled": labeled, "unlabeled": unlabeled,
                 "test": random.Random(f"{self.name}:{seed}:test").sample(pools.test, sizes["test"])}
 
