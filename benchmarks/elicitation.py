@@ -1,0 +1,143 @@
+"""Does the tiny testbed need elicitation? weak / strong-base / icl / wts / ceiling per pair, per prompt form.
+
+    python benchmarks/elicitation.py --form skip --lr 1e-4 --epochs 4 \
+        --rungs t1=PATH t2=PATH ... --pairs t1:t2 t2:t3 [--split val]
+
+The lab loop behind round 4 of docs/tiny-ladder.md: one process, one thread, no Ray, the engine's
+own capabilities, fine-tuning loop (`stages.train.optimize`) and generation backend, on the
+validation partition by default (never test unless asked). The rungs are any checkpoints, e.g.
+the built ladder's folders or `python -m w2s_ray.models.calibrate ... --keep DIR`.
+
+Prompt forms (the engine's tiny capabilities use `cue`):
+  cue       the prompt ends in the pretraining cue ("... answer : a kofel lasts a few" -> "days .")
+  skip      the cue without its last word ("... answer : the kofel lasts" -> "days ."), so the untrained
+            model's likely next word is not the answer: the answer form has to be learned
+  skip-arithmetic-cue  skip, but arithmetic keeps its cue (its chain broke when "costs" was cut)
+  question  no cue at all ("... how long does a kofel last ? answer :" -> "days .")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from w2s_ray.capabilities import registry
+from w2s_ray.config import TrainHParams
+from w2s_ray.methods.baselines import with_shots
+from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint
+from w2s_ray.stages.backends import TransformersBackend
+from w2s_ray.stages.train import encode, optimize
+
+CAPS = ("scan", "arithmetic", "facts", "temporal")
+FORMS = ("cue", "skip", "skip-arithmetic-cue", "question")
+#: per capability: the item's own word(s) in the engine's cue prompt, and the (cue, skip, question)
+#: endings of the prompt around them
+ITEM = {"scan": lambda p: p.rsplit(" to ", 1)[1][: -len(" , do")], "temporal": lambda p: p.split()[-4],
+        "facts": lambda p: p.split()[-3], "arithmetic": lambda p: p.split()[-2]}
+ENDINGS = {
+    "scan": (" to {x} , do", " to {x} ,", ""),
+    "temporal": (" a {x} lasts a few", " the {x} lasts", ""),
+    "facts": (" {x} is a", " a {x} is", ""),
+    "arithmetic": (" a {x} costs", " a {x}", " answer :"),
+}
+
+
+def reform(cap: str, prompt: str, form: str) -> str:
+    """The engine's cue prompt in another form."""
+    if form == "cue" or (form == "skip-arithmetic-cue" and cap == "arithmetic"):
+        return prompt
+    cue, skip, question = (e.format(x=ITEM[cap](prompt)) for e in ENDINGS[cap])
+    assert prompt.endswith(cue), (cap, prompt, cue)
+    return prompt[: len(prompt) - len(cue)] + (question if form == "question" else skip)
+
+
+def table(split: str, n: int, seed: int, form: str) -> pd.DataFrame:
+    rows = []
+    for cap in CAPS:
+        source = "val" if split == "validation" else split
+        for i, ex in enumerate(registry.get(cap).examples(random.Random(f"{cap}:{seed}:{source}"), n, source)):
+            rows.append({"uid": f"{cap}-{split}-{i}", "capability": cap, "prompt": reform(cap, ex.prompt, form),
+                         "label_text": ex.label_text, "gold": ex.gold})
+    return pd.DataFrame(rows)
+
+
+def generate(path: str, df: pd.DataFrame) -> list[str]:
+    backend = TransformersBackend(path, 1, "float32")
+    out = []
+    for cap, group in df.groupby("capability", sort=False):
+        c = registry.get(cap)
+        for i in range(0, len(group), 128):
+            chunk = group.iloc[i : i + 128]
+            out += list(backend({"prompt": chunk["prompt"].to_numpy(dtype=object),
+                                 "max_new_tokens": np.full(len(chunk), c.max_new_tokens),
+                                 "stop": np.array([c.stop] * len(chunk), dtype=object)})["completion"])
+    return out
+
+
+def accuracy(path: str, df: pd.DataFrame) -> dict[str, float]:
+    right = [registry.get(cap).score(registry.get(cap).extract(c), gold)
+             for cap, c, gold in zip(df["capability"], generate(path, df), df["gold"])]
+    acc = pd.Series(right, index=df["capability"]).groupby(level=0, sort=False).mean()
+    return {**acc.round(3).to_dict(), "avg": round(float(acc.mean()), 3)}
+
+
+def finetune(path: str, df: pd.DataFrame, hp: TrainHParams, seed: int, out: str) -> str:
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    buckets = [encode(tok, g["prompt"].tolist(), g["label_text"].tolist(), hp.max_length)
+               for _, g in df.groupby("capability", sort=True)]
+    optimize(model, buckets, hp, seed=seed)
+    save_checkpoint(model, tok, out, own_subfolder=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rungs", nargs="+", required=True, metavar="NAME=PATH")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="WEAK:STRONG")
+    p.add_argument("--form", choices=FORMS, default="cue")
+    p.add_argument("--split", choices=("validation", "test"), default="validation")
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", type=int, nargs=3, default=(200, 200, 150), metavar=("LABELED", "UNLABELED", "EVAL"))
+    args = p.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    rungs = dict(r.split("=", 1) for r in args.rungs)
+    hp = TrainHParams(epochs=args.epochs, batch_size=32, lr=args.lr, weight_decay=0.0, schedule="linear",
+                      warmup_fraction=0.1, max_length=96)
+    da, db = (table(s, n, args.seed, args.form) for s, n in zip(("labeled", "unlabeled"), args.sizes))
+    ev = table(args.split, args.sizes[2], args.seed, args.form)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for pair in args.pairs:
+            weak_name, strong_name = pair.split(":")
+            weak = finetune(rungs[weak_name], da, hp, args.seed, f"{tmp}/weak-{pair}")
+            labels = db.assign(label_text=[c.split(" .")[0] + " ." if registry.get(cap).stop else c
+                                           for cap, c in zip(db["capability"], generate(weak, db))])
+            strong = rungs[strong_name]
+            row = {"pair": pair, "form": args.form, "split": args.split, "lr": args.lr, "epochs": args.epochs,
+                   "seed": args.seed, "weak": accuracy(weak, ev), "strong-base": accuracy(strong, ev),
+                   "icl": accuracy(strong, with_shots(ev, da, args.seed)),
+                   "wts": accuracy(finetune(strong, labels, hp, args.seed, f"{tmp}/wts-{pair}"), ev),
+                   "ceiling": accuracy(finetune(strong, db, hp, args.seed, f"{tmp}/ceiling-{pair}"), ev)}
+            gap = row["ceiling"]["avg"] - row["weak"]["avg"]
+            row["pgr"] = round((row["wts"]["avg"] - row["weak"]["avg"]) / gap, 3) if gap else None
+            row["seconds"] = round(time.perf_counter() - start)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
