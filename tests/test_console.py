@@ -77,13 +77,15 @@ def test_progress_counts_each_planned_stage_once_and_names_what_each_trial_build
     log.record(Artifact("ladder", "t1"), "built", 5.0)  # not in the plan
     other.record(Artifact("sft", "x1"), "built", 30.0, tag="wts")  # another run's
     assert ray.get(leases.acquire.remote("sft/x1", "run1-t1-t2-0", 60))
-    snap = watcher.poll()
+    watcher.list_every_s = 3600.0  # a remote store's pace: the folder is not listed on every redraw
+    assert watcher.poll().done == 0
+    snap = watcher.poll(fresh=True)
     assert (snap.done, snap.built, snap.reused, snap.total) == (2, 1, 1, 4)
     assert snap.running == [("t1 -> t2 seed 0", "sft wts (t2)")]
     assert snap.eta is not None and snap.eta > 0, "two builds left, one sft already timed"
     ray.get(leases.release.remote("sft/x1", "run1-t1-t2-0"))
     log.record(Artifact("sft", "x1"), "built", 30.0, tag="wts")
     log.record(Artifact("generate", "g1"), "built", 3.0, tag="evaluate")
-    snap = watcher.poll()
+    snap = watcher.poll(fresh=True)
     assert (snap.done, snap.built, snap.running) == (4, 3, [])
     assert "ETA" not in headline(snap)

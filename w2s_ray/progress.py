@@ -30,6 +30,9 @@ TRAINING_STAGES = ("sft", "reward_model")
 #: a stage-log event older than the run's start by more than this is another run's (clock skew
 #: between nodes stays far below it)
 SKEW_S = 60.0
+#: seconds between listings of the stage-log folder: an object store bills and throttles LIST
+#: requests, and a remote sweep's stages take minutes, so its count may lag a few seconds
+LIST_EVERY_S = {"local": 1.0, "remote": 10.0}
 
 
 @dataclass
@@ -66,6 +69,8 @@ class StageWatcher:
         self.build_seconds: dict[str, list[float]] = {}  # stage name -> seconds of each build
         self.pending = {i for i, s in self.planned.items()
                         if not store.committed(Artifact(s["stage"], s["key"]))}
+        self.list_every_s = LIST_EVERY_S["local" if store.local else "remote"]
+        self.listed_at = float("-inf")
 
     def _read_events(self) -> None:
         for path in self.store.list_files(self.folder):
@@ -105,8 +110,13 @@ class StageWatcher:
                                                                  if stage.get("rung") else "")))
         return sorted(out)
 
-    def poll(self) -> Snapshot:
-        self._read_events()
+    def poll(self, fresh: bool = False) -> Snapshot:
+        """The state now; the stage log is listed again only after `list_every_s` (or when
+        `fresh`), while the clock and the running stages are new on every call."""
+        now = time.time()
+        if fresh or now - self.listed_at >= self.list_every_s:
+            self.listed_at = now
+            self._read_events()
         built = sum(s == "built" for s in self.status.values())
         snap = Snapshot(total=len(self.planned), done=len(self.status), built=built,
                         reused=len(self.status) - built,
@@ -176,7 +186,7 @@ class SweepProgress:
             while True:
                 stopping = self._stop.wait(self.interval_s)
                 try:
-                    snap = self.watcher.poll()
+                    snap = self.watcher.poll(fresh=stopping)
                 except (OSError, ValueError, KeyError) as err:  # a store hiccup: try again
                     log.warning("progress display: %s", err)
                     continue
