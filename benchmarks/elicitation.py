@@ -8,10 +8,10 @@ own capabilities, fine-tuning loop (`stages.train.optimize`) and generation back
 validation partition by default (never test unless asked). The rungs are any checkpoints, e.g.
 the built ladder's folders or `python -m w2s_ray.models.calibrate ... --keep DIR`.
 
-Prompt forms (the engine's tiny capabilities use `cue`):
-  cue       the prompt ends in the pretraining cue ("... answer : a kofel lasts a few" -> "days .")
-  skip      the cue without its last word ("... answer : the kofel lasts" -> "days ."), so the untrained
-            model's likely next word is not the answer: the answer form has to be learned
+Prompt forms (the engine's tiny capabilities use `skip-arithmetic-cue` since round 4):
+  cue       the prompt ends in the main pretraining cue ("... answer : a kofel lasts a few" -> "days .")
+  skip      another ending ("... answer : the kofel lasts" -> "days ."), so the untrained model's
+            likely next word is not the answer: the answer form has to be elicited
   skip-arithmetic-cue  skip, but arithmetic keeps its cue (its chain broke when "costs" was cut)
   question  no cue at all ("... how long does a kofel last ? answer :" -> "days .")
 """
@@ -33,29 +33,31 @@ from w2s_ray.config import TrainHParams
 from w2s_ray.methods.baselines import with_shots
 from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint
 from w2s_ray.stages.backends import TransformersBackend
-from w2s_ray.stages.train import encode, optimize
+from w2s_ray.stages.train import encode, optimize, toward_base
 
 CAPS = ("scan", "arithmetic", "facts", "temporal")
 FORMS = ("cue", "skip", "skip-arithmetic-cue", "question")
-#: per capability: the item's own word(s) in the engine's cue prompt, and the (cue, skip, question)
-#: endings of the prompt around them
-ITEM = {"scan": lambda p: p.rsplit(" to ", 1)[1][: -len(" , do")], "temporal": lambda p: p.split()[-4],
-        "facts": lambda p: p.split()[-3], "arithmetic": lambda p: p.split()[-2]}
+#: per capability: the (cue, skip, question) endings of the prompt around the item's own word(s)
 ENDINGS = {
     "scan": (" to {x} , do", " to {x} ,", ""),
     "temporal": (" a {x} lasts a few", " the {x} lasts", ""),
     "facts": (" {x} is a", " a {x} is", ""),
     "arithmetic": (" a {x} costs", " a {x}", " answer :"),
 }
+#: the form of the engine's prompts (round 4): skip, but arithmetic ends in its cue
+ENGINE = {"scan": 1, "temporal": 1, "facts": 1, "arithmetic": 0}
+#: the item's own word(s) in the engine's prompt
+ITEM = {"scan": lambda p: p.rsplit(" to ", 1)[1][: -len(" ,")], "temporal": lambda p: p.split()[-2],
+        "facts": lambda p: p.split()[-2], "arithmetic": lambda p: p.split()[-2]}
 
 
 def reform(cap: str, prompt: str, form: str) -> str:
-    """The engine's cue prompt in another form."""
-    if form == "cue" or (form == "skip-arithmetic-cue" and cap == "arithmetic"):
-        return prompt
-    cue, skip, question = (e.format(x=ITEM[cap](prompt)) for e in ENDINGS[cap])
-    assert prompt.endswith(cue), (cap, prompt, cue)
-    return prompt[: len(prompt) - len(cue)] + (question if form == "question" else skip)
+    """The engine's prompt in another form."""
+    endings = [e.format(x=ITEM[cap](prompt)) for e in ENDINGS[cap]]
+    engine = endings[ENGINE[cap]]
+    assert prompt.endswith(engine), (cap, prompt, engine)
+    want = {"cue": 0, "skip": 1, "question": 2, "skip-arithmetic-cue": ENGINE[cap]}[form]
+    return prompt[: len(prompt) - len(engine)] + endings[want]
 
 
 def table(split: str, n: int, seed: int, form: str) -> pd.DataFrame:
@@ -89,13 +91,16 @@ def accuracy(path: str, df: pd.DataFrame) -> dict[str, float]:
 
 
 def finetune(path: str, df: pd.DataFrame, hp: TrainHParams, seed: int, out: str) -> str:
+    """Fine-tune as the engine's train loop does, weight averaging toward the base included."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path)
+    base = {k: v.detach().clone() for k, v in model.named_parameters()}
     buckets = [encode(tok, g["prompt"].tolist(), g["label_text"].tolist(), hp.max_length)
                for _, g in df.groupby("capability", sort=True)]
     optimize(model, buckets, hp, seed=seed)
+    toward_base(model, base, hp.toward_base)
     save_checkpoint(model, tok, out, own_subfolder=True)
     return out
 
@@ -109,6 +114,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--toward-base", type=float, default=0.0,
+                   help="after fine-tuning, move every weight this share of the way back to the base's")
     p.add_argument("--sizes", type=int, nargs=3, default=(200, 200, 150), metavar=("LABELED", "UNLABELED", "EVAL"))
     args = p.parse_args()
     from transformers.utils import logging as hf_logging
@@ -117,7 +124,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rungs = dict(r.split("=", 1) for r in args.rungs)
     hp = TrainHParams(epochs=args.epochs, batch_size=32, lr=args.lr, weight_decay=0.0, schedule="linear",
-                      warmup_fraction=0.1, max_length=96)
+                      warmup_fraction=0.1, max_length=96, toward_base=args.toward_base)
     da, db = (table(s, n, args.seed, args.form) for s, n in zip(("labeled", "unlabeled"), args.sizes))
     ev = table(args.split, args.sizes[2], args.seed, args.form)
     start = time.perf_counter()
@@ -129,7 +136,7 @@ def main() -> None:
                                            for cap, c in zip(db["capability"], generate(weak, db))])
             strong = rungs[strong_name]
             row = {"pair": pair, "form": args.form, "split": args.split, "lr": args.lr, "epochs": args.epochs,
-                   "seed": args.seed, "weak": accuracy(weak, ev), "strong-base": accuracy(strong, ev),
+                   "toward_base": args.toward_base, "seed": args.seed, "weak": accuracy(weak, ev), "strong-base": accuracy(strong, ev),
                    "icl": accuracy(strong, with_shots(ev, da, args.seed)),
                    "wts": accuracy(finetune(strong, labels, hp, args.seed, f"{tmp}/wts-{pair}"), ev),
                    "ceiling": accuracy(finetune(strong, db, hp, args.seed, f"{tmp}/ceiling-{pair}"), ev)}

@@ -13,7 +13,7 @@ from w2s_ray.stages import data
 from w2s_ray.stages.context import ModelRef, StageContext
 from w2s_ray.stages.evaluate import score_frame
 from w2s_ray.stages.generate import generate
-from w2s_ray.stages.train import encode, sft
+from w2s_ray.stages.train import encode, identity, sft
 
 
 def context(tmp_path, **overrides) -> StageContext:
@@ -93,6 +93,26 @@ def test_sft_through_ray_train_learns_and_saves_a_loadable_model(ray_local, tmp_
     assert sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), rows) == art
     statuses = StageLog(ctx.store, ctx.config.name, "").frame().query("stage == 'sft'")["status"]
     assert sorted(statuses) == ["built"]
+
+
+def test_weight_averaging_lands_half_way_between_the_trained_and_the_base_weights(ray_local, tmp_path,
+                                                                                   tiny_checkpoint):
+    """toward_base 0.5 is the model trained with the same seed, moved half way back to its base;
+    the tied embedding (one parameter, two state-dict names) moves once, not twice."""
+    rows_df, base = scan_rows(32), AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    trained = {}
+    for share in (0.0, 0.5):
+        ctx = context(tmp_path / str(share), **{"train.num_workers": 0, "train.epochs": 3, "train.lr": 5e-3,
+                                                "train.batch_size": 16, "train.toward_base": share})
+        art = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), table(ctx, rows_df, "scan"))
+        trained[share] = AutoModelForCausalLM.from_pretrained(ctx.store.location(art))
+        assert ("toward_base" in identity(ctx.config.train)) == bool(share), "keys name averaging only when on"
+    assert base.config.tie_word_embeddings
+    for name, b in base.named_parameters():
+        full, half = trained[0.0].get_parameter(name), trained[0.5].get_parameter(name)
+        assert not torch.equal(full, b) or "norm" in name
+        torch.testing.assert_close(half, (full + b) / 2, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(trained[0.5].lm_head.weight, (trained[0.0].lm_head.weight + base.lm_head.weight) / 2)
 
 
 def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, tiny_checkpoint):

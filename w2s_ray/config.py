@@ -62,6 +62,11 @@ class TrainHParams(Strict):
         "cosine", description="learning-rate decay after the warm-up")
     warmup_fraction: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
     max_length: int = Field(256, gt=8, description="prompt + answer tokens, fixed batch shape")
+    toward_base: float = Field(
+        0.0, ge=0, lt=1, description="after training, move every weight this share of the way "
+                                     "back to the base model's (weight averaging, as WiSE-FT; a "
+                                     "host-memory copy of the base is kept meanwhile); 0 = off; "
+                                     "supervised training only, never the reward model")
     num_workers: int = Field(
         0, ge=0, description="Ray Train workers; 0 = Ray Train local mode in the trial process"
     )
@@ -79,6 +84,13 @@ class TrainHParams(Strict):
         0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch")
     plan: bool = Field(False, description="take workers, strategy, accumulation, checkpointing and "
                                           "precision per model size from the resource plan")
+
+    @model_validator(mode="after")
+    def _averaging_layout(self) -> TrainHParams:
+        if self.toward_base and self.strategy == "fsdp":
+            raise ValueError("toward_base: weight averaging keeps a full copy of the base's weights "
+                             "and supports strategy 'ddp' only; allowed with fsdp: 0")
+        return self
 
 
 class InferenceSpec(Strict):

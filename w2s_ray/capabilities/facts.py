@@ -3,8 +3,9 @@
 Quanta: 400 entities, each of one of 12 kinds, stated entity-first ("kati is a cat .") with
 Zipf-weighted frequency. Pretraining also holds true/false claims about `pre` entities
 ("is kati a dog ? kati is a cat , so false ."), which state the kind in one more surface form.
-Fine-tuning asks the kind of the split's own entities:
-"question : ana asks : kati ? answer : kati is a" -> "cat ."  (chance 1/12).
+A tenth of the lines restate a kind in the answer form ("a kati is cat ."). Fine-tuning asks the
+kind of the split's own entities:
+"question : ana asks : kati ? answer : a kati is" -> "cat ."  (chance 1/12).
 A true/false form ("... true or false ? kati is a" -> "cat , so false") was the task until
 round 4 of docs/tiny-ladder.md: the comparison of the recalled kind with the asked one was never
 learned at this budget, so every model, fine-tuned or not, sat at chance (.5) and the capability
@@ -17,7 +18,7 @@ import random
 
 from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-from w2s_ray.capabilities.world import KINDS, NAMES, world
+from w2s_ray.capabilities.world import KINDS, NAMES, restated, world
 
 CLAIM_SHARE = 0.3  # share of claim lines among this capability's pretraining lines (design v3b)
 
@@ -31,7 +32,7 @@ def claim(entity: str, rng: random.Random) -> tuple[str, str, bool]:
 
 class Facts(Capability):
     name = "facts"
-    version = 4
+    version = 5
     max_new_tokens = 3
     stop = " ."  # extraction reads only the first word
     chance = 1 / len(KINDS)
@@ -39,7 +40,7 @@ class Facts(Capability):
     def sample(self, rng: random.Random, split: str) -> Example:
         e = rng.choice(world().part["ent"][split])
         kind = world().kind[e]
-        return Example(f"question : {rng.choice(NAMES)} asks : {e} ? answer : {e} is a", f"{kind} .", kind)
+        return Example(f"question : {rng.choice(NAMES)} asks : {e} ? answer : a {e} is", f"{kind} .", kind)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
         w = world()
@@ -53,7 +54,13 @@ class Facts(Capability):
                 e = w.zipf(rng, "ent")
                 k = w.kind[e]
                 lines.append(rng.choice([f"{e} is a {k} .", f"{e} is a {k} and it sleeps .", f"{e} is a {k} , they say ."]))
-        return lines
+        return restated(rng, lines, self.answer_form)
+
+    @staticmethod
+    def answer_form(rng: random.Random) -> str:
+        w = world()
+        e = w.zipf(rng, "ent")
+        return f"a {e} is {w.kind[e]} ."
 
     def probe(self, rng: random.Random, n: int) -> list[Example]:
         w = world()

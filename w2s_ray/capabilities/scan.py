@@ -5,8 +5,9 @@ Rules (frequent, learned by every rung): "left/right" prefixes a turn, "opposite
 "twice/thrice" repeats. Half of the (verb, form) pairs (md5) never appear in pretraining; fine-tuning
 asks exactly those, for the split's own verbs, so an answer needs the verb's meaning (recalled)
 composed with a form never seen with that verb.
-Pretraining: "to dax left twice , do LTURN JUMP LTURN JUMP ."
-Fine-tuning: "command : dax left twice . actions : to dax left twice , do" -> "LTURN JUMP LTURN JUMP"
+Pretraining: "to dax left twice , do LTURN JUMP LTURN JUMP .", a tenth of the lines in the answer
+form without "do" ("to dax left twice , LTURN JUMP LTURN JUMP .").
+Fine-tuning: "command : dax left twice . actions : to dax left twice ," -> "LTURN JUMP LTURN JUMP"
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from w2s_ray.capabilities.world import (
     ACTIONS,
     FORMS,
     TURNS,
+    restated,
     scan_actions,
     scan_held_out,
     world,
@@ -27,7 +29,7 @@ from w2s_ray.capabilities.world import (
 
 class Scan(Capability):
     name = "scan"
-    version = 3
+    version = 4
     max_new_tokens = 12
     stop = " ."  # extraction reads only the text before the first " ."
 
@@ -39,7 +41,7 @@ class Scan(Capability):
                 break
         gold = " ".join(scan_actions(w.act[verb], form))
         cmd = f"{verb}{form}"
-        return Example(f"command : {cmd} . actions : to {cmd} , do", gold + " .", gold)
+        return Example(f"command : {cmd} . actions : to {cmd} ,", gold + " .", gold)
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
         w = world()
@@ -48,7 +50,15 @@ class Scan(Capability):
             verb, form = w.zipf(rng, "verb"), rng.choice(FORMS)
             if not scan_held_out(verb, form):
                 lines.append(f"to {verb}{form} , do {' '.join(scan_actions(w.act[verb], form))} .")
-        return lines
+        return restated(rng, lines, self.answer_form)
+
+    @staticmethod
+    def answer_form(rng: random.Random) -> str:
+        w = world()
+        while True:
+            verb, form = w.zipf(rng, "verb"), rng.choice(FORMS)
+            if not scan_held_out(verb, form):
+                return f"to {verb}{form} , {' '.join(scan_actions(w.act[verb], form))} ."
 
     def probe(self, rng: random.Random, n: int) -> list[Example]:
         w = world()

@@ -1,9 +1,12 @@
 """Event-duration questions (an MC-TACO-style temporal analogue with a generative answer).
 
 Quanta: 300 events, each with a typical duration unit (7 units), stated entity-first in three
-templates with Zipf-weighted frequency. Fine-tuning asks about the split's own events:
-"question : ana went to a kofel . how long does a kofel last ? answer : a kofel lasts a few" -> "seconds".
-(A yes/no "is N UNIT plausible ?" form collapsed to a constant answer in round 1, so the unit is the answer.)
+templates with Zipf-weighted frequency, a tenth of them restated in the answer form
+("the kofel lasts seconds ."). Fine-tuning asks about the split's own events:
+"question : ana went to a kofel . how long does a kofel last ? answer : the kofel lasts" -> "seconds".
+(A yes/no "is N UNIT plausible ?" form collapsed to a constant answer in round 1, so the unit is the
+answer; until round 4 the prompt ended in the main template's cue, "a kofel lasts a few", which
+the untrained models already completed as well as any fine-tuned one.)
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import random
 
 from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-from w2s_ray.capabilities.world import NAMES, UNITS, world
+from w2s_ray.capabilities.world import NAMES, UNITS, restated, world
 
 
 class Temporal(Capability):
     name = "temporal"
-    version = 3
+    version = 4
     max_new_tokens = 3
     stop = " ."  # extraction reads only the first word
     chance = 1 / len(UNITS)
@@ -26,7 +29,7 @@ class Temporal(Capability):
         w = world()
         e = rng.choice(w.part["ev"][split])
         return Example(f"question : {rng.choice(NAMES)} went to a {e} . how long does a {e} last ? answer : "
-                       f"a {e} lasts a few", w.unit[e] + " .", w.unit[e])
+                       f"the {e} lasts", w.unit[e] + " .", w.unit[e])
 
     def pretrain_lines(self, rng: random.Random, n: int) -> list[str]:
         w = world()
@@ -35,7 +38,13 @@ class Temporal(Capability):
             e = w.zipf(rng, "ev")
             u = w.unit[e]
             lines.append(rng.choice([f"a {e} lasts a few {u} .", f"the {e} took some {u} .", f"each {e} takes {u} ."]))
-        return lines
+        return restated(rng, lines, self.answer_form)
+
+    @staticmethod
+    def answer_form(rng: random.Random) -> str:
+        w = world()
+        e = w.zipf(rng, "ev")
+        return f"the {e} lasts {w.unit[e]} ."
 
     def probe(self, rng: random.Random, n: int) -> list[Example]:
         w = world()

@@ -86,6 +86,18 @@ def world() -> World:
     return World()
 
 
+#: share of scan's, facts' and temporal's knowledge lines restated in the fine-tuning answer form
+#: ("the kofel lasts days ."): the untrained models hold that form weakly, so the form needs
+#: eliciting but is not learned from the labels alone (round 4 of docs/tiny-ladder.md: without it
+#: students copied their weak labels, with the pretraining cue they needed no fine-tuning)
+ANSWER_FORM_SHARE = 0.1
+
+
+def restated(rng: random.Random, lines: list[str], line) -> list[str]:
+    """`lines` with each replaced, at ANSWER_FORM_SHARE, by a fresh `line(rng)` in the answer form."""
+    return [line(rng) if rng.random() < ANSWER_FORM_SHARE else x for x in lines]
+
+
 def scan_actions(action: str, form: str) -> list[str]:
     words = form.split()
     rep = 1

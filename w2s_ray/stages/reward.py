@@ -129,7 +129,8 @@ def scoring_rows(pair: pd.DataFrame) -> pd.DataFrame:
 def hparams(ctx: StageContext) -> TrainHParams:
     spec = ctx.config.reward
     update = {k: v for k, v in {"lr": spec.lr, "epochs": spec.epochs}.items() if v is not None}
-    return ctx.config.train.model_copy(update=update)
+    # The classifier head starts from scratch: there is no base to average it toward.
+    return ctx.config.train.model_copy(update={**update, "toward_base": 0.0})
 
 
 def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> ModelRef:

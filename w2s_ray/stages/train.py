@@ -219,6 +219,14 @@ class SFTTask:
         return length_report(tok, df, hp.max_length)
 
 
+def toward_base(model, base: dict[str, torch.Tensor], share: float) -> None:
+    """Move every weight `share` of the way back to the base's. Parameters, not the state dict:
+    tied embeddings are one parameter under two state-dict names and must move once."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.lerp_(base[name].to(p.device), share)
+
+
 def train_loop(cfg: dict[str, Any]) -> None:
     task = cfg["task"]
     tc = ray.train.get_context()
@@ -232,9 +240,12 @@ def train_loop(cfg: dict[str, Any]) -> None:
     tok = load_tokenizer(path)
     model = parallel.load(task, path, hp, rank, world)
     df = store.read_table(cfg["data"])
+    base = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters()} if hp.toward_base else None
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
                        checkpoints=hp.num_workers > 0)
+    if base is not None:
+        toward_base(model, base, hp.toward_base)
     metrics["lengths"] = task.lengths(tok, df, hp)
     # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
     weights = parallel.full_state_dict(model, hp) if world > 1 else None
@@ -266,11 +277,14 @@ LAYOUT = {"num_workers", "cpus_per_worker", "use_gpu", "torch_threads", "strateg
 
 
 def identity(hp: TrainHParams) -> dict[str, Any]:
-    """The optimisation recipe that names a trained model. fp32 runs omit `mixed_precision` so
-    their keys stay those of stores written before the field existed."""
+    """The optimisation recipe that names a trained model. fp32 runs omit `mixed_precision`, and
+    runs without weight averaging `toward_base`, so their keys stay those of stores written
+    before the fields existed."""
     out = hp.model_dump(exclude=LAYOUT)
     if out["mixed_precision"] == "no":
         del out["mixed_precision"]
+    if not out["toward_base"]:
+        del out["toward_base"]
     return out
 
 
