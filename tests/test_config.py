@@ -105,3 +105,11 @@ def test_help_lists_every_config_field_with_type_default_and_description():
         assert listed(rf"^  {re.escape(name)} "), f"--help does not list method {name}"
     for cap in registry.names():
         assert re.search(rf"\b{cap}\b", text), f"--help does not list capability {cap}"
+
+
+def test_weight_averaging_is_refused_where_a_model_trains_sharded():
+    with pytest.raises(ConfigError, match=r"train: .*toward_base: weight averaging .* 'ddp' only"):
+        load_config("smoke", {"train.toward_base": 0.5, "train.strategy": "fsdp"})
+    with pytest.raises(ConfigError, match=r"train.toward_base: the resource plan trains rung '\w+' with fsdp"):
+        load_config("qwen15-scale", {"train.toward_base": 0.5})
+    assert load_config("tiny").train.toward_base == 0.5

@@ -210,6 +210,14 @@ class SweepConfig(Strict):
                         raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
                 if names.index(weak) >= names.index(strong):
                     raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
+        if self.train.toward_base and self.train.plan:
+            from w2s_ray.models import resources
+
+            for rung in self.ladder.rungs:
+                size = resources.size_of(rung)
+                if size and resources.training_hparams(self.train, size).strategy == "fsdp":
+                    raise ValueError(f"train.toward_base: the resource plan trains rung {rung.name!r} "
+                                     "with fsdp, and weight averaging supports ddp only; allowed: 0 there")
         from w2s_ray import methods
 
         for name in self.methods:

@@ -8,9 +8,6 @@ from dataclasses import dataclass
 
 #: the engine's splits: D^a (labeled), D^b (unlabeled: weak-labeled), test
 SPLITS = ("labeled", "unlabeled", "test")
-#: where the evaluation split comes from: the test split, or a validation split kept apart from
-#: D^a, D^b and test, on which hyper-parameters are chosen without reading test
-EVALUATE_ON = ("test", "validation")
 
 
 @dataclass(frozen=True)
