@@ -18,7 +18,7 @@ import random
 
 from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-from w2s_ray.capabilities.world import KINDS, NAMES, restated, world
+from w2s_ray.capabilities.world import KINDS, NAMES, fact_line, restated, world
 
 CLAIM_SHARE = 0.3  # share of claim lines among this capability's pretraining lines (design v3b)
 
@@ -54,13 +54,7 @@ class Facts(Capability):
                 e = w.zipf(rng, "ent")
                 k = w.kind[e]
                 lines.append(rng.choice([f"{e} is a {k} .", f"{e} is a {k} and it sleeps .", f"{e} is a {k} , they say ."]))
-        return restated(rng, lines, self.answer_form)
-
-    @staticmethod
-    def answer_form(rng: random.Random) -> str:
-        w = world()
-        e = w.zipf(rng, "ent")
-        return f"a {e} is {w.kind[e]} ."
+        return restated(rng, lines, fact_line("ent", "kind", "a {item} is {value} ."))
 
     def probe(self, rng: random.Random, n: int) -> list[Example]:
         w = world()

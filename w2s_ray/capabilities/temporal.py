@@ -15,7 +15,7 @@ import random
 
 from w2s_ray.capabilities.base import Capability, Example
 from w2s_ray.capabilities.registry import register
-from w2s_ray.capabilities.world import NAMES, UNITS, restated, world
+from w2s_ray.capabilities.world import NAMES, UNITS, fact_line, restated, world
 
 
 class Temporal(Capability):
@@ -38,13 +38,7 @@ class Temporal(Capability):
             e = w.zipf(rng, "ev")
             u = w.unit[e]
             lines.append(rng.choice([f"a {e} lasts a few {u} .", f"the {e} took some {u} .", f"each {e} takes {u} ."]))
-        return restated(rng, lines, self.answer_form)
-
-    @staticmethod
-    def answer_form(rng: random.Random) -> str:
-        w = world()
-        e = w.zipf(rng, "ev")
-        return f"the {e} lasts {w.unit[e]} ."
+        return restated(rng, lines, fact_line("ev", "unit", "the {item} lasts {value} ."))
 
     def probe(self, rng: random.Random, n: int) -> list[Example]:
         w = world()

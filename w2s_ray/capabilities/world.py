@@ -98,6 +98,15 @@ def restated(rng: random.Random, lines: list[str], line) -> list[str]:
     return [line(rng) if rng.random() < ANSWER_FORM_SHARE else x for x in lines]
 
 
+def fact_line(key: str, attribute: str, template: str):
+    """A line-maker for `restated`: one Zipf-drawn item of `key` and its `attribute` in `template`."""
+    def line(rng: random.Random) -> str:
+        w = world()
+        item = w.zipf(rng, key)
+        return template.format(item=item, value=getattr(w, attribute)[item])
+    return line
+
+
 def scan_actions(action: str, form: str) -> list[str]:
     words = form.split()
     rep = 1
