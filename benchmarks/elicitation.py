@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 
@@ -60,14 +59,16 @@ def reform(cap: str, prompt: str, form: str) -> str:
     return prompt[: len(prompt) - len(engine)] + endings[want]
 
 
-def table(split: str, n: int, seed: int, form: str) -> pd.DataFrame:
-    rows = []
+def tables(sizes: tuple[int, int, int], split: str, seed: int, form: str) -> list[pd.DataFrame]:
+    """D^a, D^b and the evaluation split, drawn by the capabilities as a sweep draws them."""
+    sizes_by = dict(zip(("labeled", "unlabeled", "test"), sizes))
+    rows = {s: [] for s in sizes_by}
     for cap in CAPS:
-        source = "val" if split == "validation" else split
-        for i, ex in enumerate(registry.get(cap).examples(random.Random(f"{cap}:{seed}:{source}"), n, source)):
-            rows.append({"uid": f"{cap}-{split}-{i}", "capability": cap, "prompt": reform(cap, ex.prompt, form),
-                         "label_text": ex.label_text, "gold": ex.gold})
-    return pd.DataFrame(rows)
+        carved = registry.get(cap).splits(seed, sizes_by, None, "validation" if split == "validation" else "test")
+        for name, items in carved.items():
+            rows[name] += [{"uid": f"{cap}-{name}-{i}", "capability": cap, "prompt": reform(cap, ex.prompt, form),
+                            "label_text": ex.label_text, "gold": ex.gold} for i, ex in enumerate(items)]
+    return [pd.DataFrame(rows[s]) for s in sizes_by]
 
 
 def generate(path: str, df: pd.DataFrame) -> list[str]:
@@ -125,8 +126,7 @@ def main() -> None:
     rungs = dict(r.split("=", 1) for r in args.rungs)
     hp = TrainHParams(epochs=args.epochs, batch_size=32, lr=args.lr, weight_decay=0.0, schedule="linear",
                       warmup_fraction=0.1, max_length=96, toward_base=args.toward_base)
-    da, db = (table(s, n, args.seed, args.form) for s, n in zip(("labeled", "unlabeled"), args.sizes))
-    ev = table(args.split, args.sizes[2], args.seed, args.form)
+    da, db, ev = tables(args.sizes, args.split, args.seed, args.form)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs:
