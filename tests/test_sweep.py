@@ -12,7 +12,8 @@ import pytest
 from tests import golden_outputs
 from tests.test_report import check_image, series
 from w2s_ray.artifacts import StageLog, Store
-from w2s_ray.sweep import consumers
+from w2s_ray.config import load_config
+from w2s_ray.sweep import consumers, trial_order
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three trials, two at a time, all sharing the t1 weak model: the third starts after one of the
@@ -23,6 +24,14 @@ SHARED_WEAK = [
     "--set", "pairs=[[t1, t2], [t1, t2b], [t1, t2c]]",
 ]
 
+
+
+def test_trials_start_with_the_largest_pair_so_no_cpu_idles_at_the_end():
+    config = load_config("tiny", {"seeds": [0, 1], "pairs": "all"})
+    order = [(tuple(t["pair"]), t["seed"]) for t in trial_order(config)]
+    assert order[:3] == [(("t3", "t4"), 0), (("t3", "t4"), 1), (("t2", "t4"), 0)]
+    assert order[-1] == (("t1", "t2"), 1)
+    assert sorted(order) == sorted((p, s) for p in config.pair_list() for s in (0, 1))
 
 #: what Ray, Tune and the stages print, which belongs in the run's console.log, not the console
 CHATTER = ("Trial status", "Reported metrics", "Loading weights", "LOAD REPORT")

@@ -127,7 +127,12 @@ class InferenceSpec(Strict):
 
 class SweepSpec(Strict):
     max_concurrent_trials: int = Field(2, ge=1, description="(pair, seed) trials run at once")
-    trial_cpus: float = Field(0.01, gt=0, description="the light per-trial recipe driver")
+    # A trial only waits on its stages, which reserve their own CPUs. Any CPU share it held
+    # (even 0.01) left two trials 1.98 CPUs on 2 cores, so their two 1-CPU training stages
+    # never ran side by side: the tiny sweep trained one model at a time.
+    trial_cpus: float = Field(0.0, ge=0, description="CPUs each (pair, seed) trial's recipe driver reserves")
+    trial_memory_gb: float = Field(0.5, gt=0, description="memory each trial's recipe driver reserves "
+                                   "(its placement group needs one non-zero resource)")
 
 
 class RewardSpec(Strict):

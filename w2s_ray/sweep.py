@@ -1,6 +1,6 @@
 """The sweep: a Ray Tune grid over (weak, strong, seed); each trial runs its method recipes.
 
-Trials are light drivers (a hundredth of a CPU): the heavy work inside them asks Ray for its own
+Trials are light drivers (no CPU, half a GB of memory): the heavy work inside them asks Ray for its own
 resources (Ray Train workers, Ray Data actors), so trials never hold the CPUs their stages need.
 """
 
@@ -36,11 +36,23 @@ def leases_for(store: Store):
     return lease_book(hashlib.sha256(store.root.encode()).hexdigest()[:12])
 
 
+def trial_order(config: SweepConfig) -> list[dict]:
+    """Every (pair, seed) trial, the largest strong model first (then the largest weak one).
+
+    A trial's time grows with its models, so starting the longest first keeps every CPU busy to
+    the end: in ladder order the largest pair started last and ran alone for a third of the tiny
+    sweep while the other CPU idled.
+    """
+    rank = {name: i for i, name in enumerate(config.ladder.names())}  # rungs are listed smallest first
+    pairs = sorted(config.pair_list(), key=lambda p: (-rank[p[1]], -rank[p[0]]))
+    return [{"pair": list(p), "seed": s} for p in pairs for s in config.seeds]
+
+
 def run_trial(params: dict) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     config = SweepConfig.model_validate(params["config"])
-    weak, strong = params["pair"]
-    seed, run_id = params["seed"], params["run_id"]
+    weak, strong = params["trial"]["pair"]
+    seed, run_id = params["trial"]["seed"], params["run_id"]
     store = Store(config.storage)
     builder = Builder(store, StageLog(store, config.name, run_id), leases_for(store),
                       # Stable across Tune's retry of this trial: a trial lost with its node
@@ -94,6 +106,11 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def trial_name(params: dict) -> str:
+    (weak, strong), seed = params["trial"]["pair"], params["trial"]["seed"]
+    return f"{weak} -> {strong} seed {seed}"
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
@@ -115,13 +132,12 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
     if progress is not None:
         progress.start(config, store, run_id, leases)
     publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), StageLog(store, config.name, run_id))
-    pairs = config.pair_list()
-    trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus})
+    trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus,
+                                                "memory": int(config.sweep.trial_memory_gb * 2**30)})
     tuner = tune.Tuner(
         trainable,
         param_space={"config": config.model_dump(mode="json"), "run_id": run_id,
-                     "pair": tune.grid_search([list(p) for p in pairs]),
-                     "seed": tune.grid_search(config.seeds)},
+                     "trial": tune.grid_search(trial_order(config))},
         tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
         # A new experiment per run, not Tuner.restore: a trial keeps no state of its own (all it
         # made is an artifact), so a rerun resumes by reusing what is committed (docs/scaling.md: Resume).
@@ -140,10 +156,8 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
     starts = ray.get(engine_book.engine_starts.remote())
     starts = {m: n - starts_before.get(m, 0) for m, n in starts.items() if n > starts_before.get(m, 0)}
     finished = [r for r in grid if r.error is None and r.metrics and "rows" in r.metrics]
-    failed = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}: "
-              f"{first_line(r.error)}" for r in grid if r.error is not None]
-    errors = [f"{r.config['pair'][0]} -> {r.config['pair'][1]} seed {r.config['seed']}:\n{r.error}"
-              for r in grid if r.error is not None]
+    failed = [f"{trial_name(r.config)}: {first_line(r.error)}" for r in grid if r.error is not None]
+    errors = [f"{trial_name(r.config)}:\n{r.error}" for r in grid if r.error is not None]
     stage_log = StageLog(store, config.name, run_id).frame()
     stage_log = stage_log[stage_log["run_id"] == run_id] if len(stage_log) else stage_log
     if not finished:
