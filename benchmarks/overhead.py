@@ -118,6 +118,8 @@ def main() -> None:
     print(f"\n== Ray overhead, {preset} preset (one run) ==")
     print(f"sweep wall time {wall:.1f}s (ladder cached); built stages' wall {stages:.1f}s / their "
           f"compute {compute:.1f}s = {stages / compute:.2f}x")
+    cpus = ray.cluster_resources()["CPU"]
+    print(f"CPUs kept computing: their compute / (sweep wall x {cpus:.0f} CPUs) = {compute / (wall * cpus):.2f}")
     print(summarize_engine_starts(starts))
     print("one generation stage (smoke test split, t1): "
           + ", ".join(f"{name} {w:.2f}s" for name, w in walls.items())

@@ -160,6 +160,13 @@ def test_smoke_sweep_runs_every_method_and_saves_the_analyses(tmp_path):
     assert {"ours", "ours-random", "relabel", "evaluate"} <= direct
     assert {"wts2", "mixed", "partition", "reward", "reward_scores", "selected"} <= downstream
     assert f"used by: {', '.join(sorted(direct))}; downstream: " in out
+    # One generation pass per trained model: a labelling pass made its model's evaluation along.
+    gen = built[built["stage"] == "generate"]
+    passes = gen[gen["compute_seconds"].notna()]["inputs"].str[0]
+    trained = passes[passes.str.startswith("sft/")]
+    assert trained.is_unique and len(trained) >= 3, trained.value_counts()
+    along = gen[gen["compute_seconds"].isna()]
+    assert set(along["tag"]) == {"evaluate"} and len(along) >= 3  # the weak, wts, wts2 models at least
     golden_outputs.check(store, "smoke", Path(__file__).parent / "golden" / "smoke_every_method.json")
     check_items_and_report(store, results, rows, log)
     for name in ("consistency", "selection"):

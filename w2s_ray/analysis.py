@@ -63,7 +63,7 @@ def pair_artifacts(ctx: StageContext, weak: str, strong: str, methods: list[str]
             "pair": pipeline.consistency(ctx, weak, strong)}
     if "wts2" in methods:
         arts["wts2"] = generate(ctx, ablations.wts2(ctx, weak, strong), pipeline.unlabeled_prompts(ctx),
-                                tag="relabel_wts2")
+                                tag="relabel_wts2", along=pipeline.evaluated_along(ctx, "wts2", weak, strong))
     if SELECTION_METHODS & set(methods):
         arts |= {"scores": pipeline.scores(ctx, weak, strong), "selected": pipeline.selected(ctx, weak, strong)}
     return arts

@@ -86,7 +86,7 @@ def plan_stages(config: SweepConfig, naive: bool = False) -> list[dict[str, Any]
             groups = [[m] for m in config.methods] if naive else [config.methods]
             for names in groups:
                 builder = PlanBuilder(store) if naive else shared
-                ctx = StageContext(config, store, builder, seed)
+                ctx = StageContext(config, store, builder, seed, pair=(weak, strong))
                 trial_stages(ctx, weak, strong, names)
                 sizes = dict(ctx.rungs)
                 for stage in builder.stages.values():

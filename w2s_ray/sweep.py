@@ -58,15 +58,21 @@ def run_trial(params: dict) -> None:
                       # Stable across Tune's retry of this trial: a trial lost with its node
                       # takes its leases back at once instead of waiting for them to lapse.
                       holder=f"{run_id}-{weak}-{strong}-{seed}")
-    ctx = StageContext(config, store, builder, seed)
+    ctx = StageContext(config, store, builder, seed, pair=(weak, strong))
     frames, item_frames = [], []
     test = data.split_table(ctx, "test", with_gold_labels=True)
+    # Every model is trained (and every table labelled) before any is evaluated: a labelling
+    # pass then generates its model's evaluation split along (pipeline.evaluated_along), so a
+    # model is loaded, or its engine started, once.
+    made = {}
     for name in config.methods:
         try:
-            items = evaluate(ctx, targets(ctx, name, weak, strong, test)).assign(method=name)
+            made[name] = targets(ctx, name, weak, strong, test)
         except NotApplicable as why:
             log.warning("%s on %s -> %s: %s", name, weak, strong, why)
-            continue
+    analysis.pair_artifacts(ctx, weak, strong, config.methods)
+    for name, method_targets in made.items():
+        items = evaluate(ctx, method_targets).assign(method=name)
         frames.append(metric_rows(items).assign(method=name))
         item_frames.append(items)
     keys = {"sweep": config.name, "weak": weak, "strong": strong, "seed": seed}

@@ -28,9 +28,20 @@ def weak_model(ctx: StageContext, weak: str) -> ModelRef:
     return ctx.model(sft(ctx, ctx.base(weak), labeled, tag="weak"))
 
 
+def evaluated_along(ctx: StageContext, method: str, weak: str, strong: str | None = None) -> dict[str, Artifact]:
+    """The evaluation split, for a labelling pass to generate along (`generate`'s `along`) when
+    the pass's model is the one `method` evaluates: the model of the trial's own pair (`weak`
+    alone for the weak model), and the sweep runs `method`."""
+    pair = ctx.pair or (None, None)
+    if method not in ctx.config.methods or weak != pair[0] or strong not in (None, pair[1]):
+        return {}
+    return {"evaluate": data.split_table(ctx, "test", with_gold_labels=True)}
+
+
 def weak_labels(ctx: StageContext, weak: str) -> Artifact:
     """D̄^b: the weak model's greedy outputs on D^b's prompts (gold never read)."""
-    return generate(ctx, weak_model(ctx, weak), unlabeled_prompts(ctx), tag="weak_labels")
+    return generate(ctx, weak_model(ctx, weak), unlabeled_prompts(ctx), tag="weak_labels",
+                    along=evaluated_along(ctx, "weak", weak))
 
 
 def wts_model(ctx: StageContext, weak: str, strong: str) -> ModelRef:
@@ -40,7 +51,8 @@ def wts_model(ctx: StageContext, weak: str, strong: str) -> ModelRef:
 
 def relabel(ctx: StageContext, weak: str, strong: str) -> Artifact:
     """D̂^b: the wts model's own labels of D^b."""
-    return generate(ctx, wts_model(ctx, weak, strong), unlabeled_prompts(ctx), tag="relabel")
+    return generate(ctx, wts_model(ctx, weak, strong), unlabeled_prompts(ctx), tag="relabel",
+                    along=evaluated_along(ctx, "wts", weak, strong))
 
 
 def consistency(ctx: StageContext, weak: str, strong: str) -> Artifact:

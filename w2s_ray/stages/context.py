@@ -34,6 +34,7 @@ class StageContext:
     builder: Builder
     seed: int
     rungs: dict[str, str] = field(default_factory=dict)  # trained model id -> rung of its base
+    pair: tuple[str, str] | None = None  # the trial's (weak, strong) rungs, when in a trial
 
     @property
     def data_seed(self) -> int:

@@ -124,15 +124,22 @@ def map_with_model(ctx: StageContext, model: ModelRef, df: pd.DataFrame, backend
                                            "backend_reason": why}
 
 
-def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Completions for every row of `prompts` with the extracted answer, and what ran them."""
-    df = prompts.copy()
-    df["max_new_tokens"] = [registry.get(c).max_new_tokens for c in df["capability"]]
-    df["stop"] = [registry.get(c).stop for c in df["capability"]]
+def run_generation(ctx: StageContext, model: ModelRef, tables: list[pd.DataFrame]
+                   ) -> tuple[list[pd.DataFrame], dict]:
+    """Completions for every row of each prompt table with the extracted answer, in one pass of
+    the model (the tables' uids are distinct), and what ran them."""
+    sent = pd.concat([t[["uid", "capability", "prompt"]] for t in tables], ignore_index=True)
+    if sent["uid"].duplicated().any():
+        raise ValueError("tables generated in one pass must not share a uid")
+    sent["max_new_tokens"] = [registry.get(c).max_new_tokens for c in sent["capability"]]
+    sent["stop"] = [registry.get(c).stop for c in sent["capability"]]
     # Homogeneous batches: rows of one capability and similar length pad and stop together.
-    df = df.assign(_len=df["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
-    out, ran = map_with_model(ctx, model, df[["uid", "capability", "prompt", "max_new_tokens", "stop"]],
-                              BACKENDS, ["completion"], max_generation_tokens(df))
+    sent = sent.assign(_len=sent["prompt"].str.len()).sort_values(["capability", "_len"]).drop(columns="_len")
+    out, ran = map_with_model(ctx, model, sent, BACKENDS, ["completion"], max_generation_tokens(sent))
+    return [with_completions(t, out) for t in tables], ran
+
+
+def with_completions(prompts: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     merged = prompts.drop(columns=["label_text", "answer"], errors="ignore").merge(
         out[["uid", "completion"]], on="uid")
     merged["label_text"] = merged["completion"].astype(str)
@@ -140,20 +147,41 @@ def run_generation(ctx: StageContext, model: ModelRef, prompts: pd.DataFrame) ->
     merged["answer"] = pd.Series([registry.get(c).extract_answer(p, t) for c, p, t in
                                   zip(merged["capability"], merged["prompt"], merged["label_text"])],
                                  index=merged.index, dtype=object)
-    return merged.drop(columns="completion"), ran
+    return merged.drop(columns="completion")
 
 
-def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate") -> Artifact:
-    """The model's greedy outputs on a table's prompts, as a table of the same schema."""
+def generation(ctx: StageContext, model: ModelRef, table: Artifact) -> Artifact:
+    """The artifact of the model's greedy outputs on a table's prompts."""
     inf = stage_inference(ctx, model)
     caps = ctx.config.capabilities
-    art = Artifact.make("generate", VERSION, [model.id, table.id],
-                        {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
-                         "stop": {c: registry.get(c).stop for c in caps}, **key_backend(inf)})
+    return Artifact.make("generate", VERSION, [model.id, table.id],
+                         {"dtype": inf.dtype, "max_new_tokens": {c: registry.get(c).max_new_tokens for c in caps},
+                          "stop": {c: registry.get(c).stop for c in caps}, **key_backend(inf)})
+
+
+def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "generate",
+             along: dict[str, Artifact] | None = None) -> Artifact:
+    """The model's greedy outputs on a table's prompts, as a table of the same schema.
+
+    `along` (tag -> table): other prompt tables a later stage of the sweep will generate with
+    this model (its evaluation split), made in the same pass and committed as the artifacts
+    `generate(ctx, model, t, tag)` names, so the model loads (an engine starts) once for all.
+    """
 
     def build(folder: str) -> dict:
-        out, ran = run_generation(ctx, model, data.read(ctx, table))
-        ctx.store.write_table(f"{folder}/{data.TABLE}", out)
-        return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), **ran}
+        extra = {tag: t for tag, t in (along or {}).items()
+                 if not ctx.store.committed(generation(ctx, model, t))}
+        outs, ran = run_generation(ctx, model, [data.read(ctx, t) for t in (table, *extra.values())])
+        for (extra_tag, extra_table), out in zip(extra.items(), outs[1:]):
+            ctx.builder.ensure(generation(ctx, model, extra_table),
+                               functools.partial(write_generation, ctx, out, {"generated_with": art.id}),
+                               tag=extra_tag)
+        return write_generation(ctx, outs[0], ran, folder)
 
+    art = generation(ctx, model, table)
     return ctx.builder.ensure(art, build, tag=tag)
+
+
+def write_generation(ctx: StageContext, out: pd.DataFrame, ran: dict, folder: str) -> dict:
+    ctx.store.write_table(f"{folder}/{data.TABLE}", out)
+    return {"rows": len(out), "parsed": float(out["answer"].notna().mean()), **ran}
