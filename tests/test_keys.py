@@ -75,3 +75,19 @@ def test_the_golden_check_names_the_stage_whose_output_changed_under_its_key(tmp
     commit(["yes", "yes"])  # the same key, another output
     with pytest.raises(AssertionError, match=r"relabel/\w+ \(relabel\): bump VERSION of relabel"):
         golden_outputs.check(store, "golden", golden)
+
+
+def test_stage2_settings_name_only_the_second_stages(tmp_path):
+    from w2s_ray.methods import targets
+
+    def model_ids(**overrides) -> dict[str, str]:
+        config = load_config("smoke", {"storage": str(tmp_path), "methods": ["weak", "wts", "ceiling", "ours",
+                                                                              "ours-random", "ours-one-stage"],
+                                       **overrides})
+        ctx = StageContext(config, PlanStore(config.storage), PlanBuilder(Store(config.storage)), seed=0)
+        test = data.split_table(ctx, "test", with_gold_labels=True)
+        return {m: targets(ctx, m, "t1", "t2", test)[0].model.id for m in config.methods}
+
+    default, unset, lower = model_ids(), model_ids(**{"stage2.lr": None}), model_ids(**{"stage2.lr": 1e-5})
+    assert unset == default, "an unset stage-2 field keeps every key"
+    assert {m for m in default if lower[m] != default[m]} == {"ours", "ours-random"}

@@ -153,6 +153,16 @@ class RewardSpec(Strict):
         return self
 
 
+class SecondStageSpec(Strict):
+    """Stage 2 of the two-stage methods (ours, ours-random): the wts model trained on the
+    selection. Unset fields take `train`'s; a set one joins that stage's artifact key."""
+
+    lr: float | None = Field(None, gt=0, description="stage-2 lr; default train.lr")
+    epochs: float | None = Field(None, gt=0, description="stage-2 epochs; default train.epochs")
+    toward_base: float | None = Field(None, ge=0, le=1, description="stage-2 share moved back to the "
+                                      "stage-1 (wts) weights; default train.toward_base")
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                       description="sweep name: results and stage log go to <storage>/sweeps/<name>/")
@@ -183,6 +193,7 @@ class SweepConfig(Strict):
     train: TrainHParams = Field(TrainHParams(), description="fine-tuning through Ray Train")
     inference: InferenceSpec = Field(InferenceSpec(), description="generation and scoring through Ray Data")
     reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
+    stage2: SecondStageSpec = Field(SecondStageSpec(), description="stage 2 of ours and ours-random")
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
 
     @model_validator(mode="after")
@@ -215,13 +226,14 @@ class SweepConfig(Strict):
                         raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
                 if names.index(weak) >= names.index(strong):
                     raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
-        if self.train.toward_base and self.train.plan:
+        if (self.train.toward_base or self.stage2.toward_base) and self.train.plan:
             from w2s_ray.models import resources
 
             for rung in self.ladder.rungs:
                 size = resources.size_of(rung)
                 if size and resources.training_hparams(self.train, size).strategy == "fsdp":
-                    raise ValueError(f"train.toward_base: the resource plan trains rung {rung.name!r} "
+                    field = "train.toward_base" if self.train.toward_base else "stage2.toward_base"
+                    raise ValueError(f"{field}: the resource plan trains rung {rung.name!r} "
                                      "with fsdp, and weight averaging supports ddp only; allowed: 0 there")
         from w2s_ray import methods
 
@@ -234,6 +246,10 @@ class SweepConfig(Strict):
                 raise ValueError(f"methods: {needed!r} is required (PGR is measured against it); "
                                  f"allowed methods: {methods.allowed()}")
         return self
+
+    def stage2_hparams(self) -> TrainHParams:
+        update = {k: v for k, v in self.stage2.model_dump().items() if v is not None}
+        return TrainHParams.model_validate({**self.train.model_dump(), **update})
 
     def with_absolute_roots(self) -> SweepConfig:
         roots = {"storage": absolute_root(self.storage)}

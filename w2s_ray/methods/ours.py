@@ -26,7 +26,8 @@ def ours(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Two-stage: the wts model continues on the reward model's selection D̈^b (Eq. 9-10)."""
     chosen = selected(ctx, weak, strong)
     caps = selected_capabilities(ctx, chosen)
-    return evaluated_on(ctx, ctx.model(sft(ctx, wts_model(ctx, weak, strong), chosen, tag="ours")), caps)
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, ctx.config.stage2_hparams(), tag="ours")
+    return evaluated_on(ctx, ctx.model(stage2), caps)
 
 
 @method("ours-random")
@@ -36,7 +37,8 @@ def ours_random(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Ta
     caps = selected_capabilities(ctx, chosen)
     subset = derive(ctx, "random_subset", 1, [weak_labels(ctx, weak), chosen],
                     {"seed": ctx.seed}, lambda w, s: same_size_random(w, s, ctx.seed))
-    return evaluated_on(ctx, ctx.model(sft(ctx, wts_model(ctx, weak, strong), subset, tag="ours-random")), caps)
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, ctx.config.stage2_hparams(), tag="ours-random")
+    return evaluated_on(ctx, ctx.model(stage2), caps)
 
 
 @method("ours-one-stage")
