@@ -114,6 +114,15 @@ def test_weight_averaging_lands_half_way_between_the_trained_and_the_base_weight
         torch.testing.assert_close(half, (full + b) / 2, rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(trained[0.5].lm_head.weight, (trained[0.0].lm_head.weight + base.lm_head.weight) / 2)
 
+    # With an anchor (stage 2's `stage2.anchor: pretrained`), half way back toward the anchor instead.
+    art = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), table(ctx, rows_df, "scan"),
+              anchor=ctx.model(art))
+    anchored = AutoModelForCausalLM.from_pretrained(ctx.store.location(art))
+    for name, b in base.named_parameters():
+        full = trained[0.0].get_parameter(name)
+        torch.testing.assert_close(anchored.get_parameter(name), 0.75 * full + 0.25 * b, rtol=1e-5, atol=1e-6,
+                                   msg=name)
+
 
 def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, tiny_checkpoint):
     ctx = context(tmp_path, **{"inference.batch_size": 3})

@@ -159,8 +159,11 @@ class SecondStageSpec(Strict):
 
     lr: float | None = Field(None, gt=0, description="stage-2 lr; default train.lr")
     epochs: float | None = Field(None, gt=0, description="stage-2 epochs; default train.epochs")
-    toward_base: float | None = Field(None, ge=0, le=1, description="stage-2 share moved back to the "
-                                      "stage-1 (wts) weights; default train.toward_base")
+    toward_base: float | None = Field(None, ge=0, le=1, description="stage-2 share of weight averaging; "
+                                      "default train.toward_base")
+    anchor: Literal["stage1", "pretrained"] = Field(
+        "stage1", description="what stage-2 averaging moves back toward: the wts model (the stage's "
+                              "base) or the strong rung's pretrained weights")
 
 
 class SweepConfig(Strict):
@@ -248,7 +251,7 @@ class SweepConfig(Strict):
         return self
 
     def stage2_hparams(self) -> TrainHParams:
-        update = {k: v for k, v in self.stage2.model_dump().items() if v is not None}
+        update = {k: v for k, v in self.stage2.model_dump(exclude={"anchor"}).items() if v is not None}
         return TrainHParams.model_validate({**self.train.model_dump(), **update})
 
     def with_absolute_roots(self) -> SweepConfig:

@@ -21,12 +21,20 @@ from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import sft
 
 
+def stage2_anchor(ctx: StageContext, strong: str) -> ModelRef | None:
+    """Where stage 2's weight averaging returns to: the strong rung's pretrained weights when
+    `stage2.anchor: pretrained` (a second stage on weak labels otherwise moves the student twice
+    away from what it knew untrained), else the wts model, the stage's own base."""
+    return ctx.base(strong) if ctx.config.stage2.anchor == "pretrained" else None
+
+
 @method("ours")
 def ours(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Two-stage: the wts model continues on the reward model's selection D̈^b (Eq. 9-10)."""
     chosen = selected(ctx, weak, strong)
     caps = selected_capabilities(ctx, chosen)
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, ctx.config.stage2_hparams(), tag="ours")
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, ctx.config.stage2_hparams(), tag="ours",
+                 anchor=stage2_anchor(ctx, strong))
     return evaluated_on(ctx, ctx.model(stage2), caps)
 
 
@@ -37,7 +45,8 @@ def ours_random(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Ta
     caps = selected_capabilities(ctx, chosen)
     subset = derive(ctx, "random_subset", 1, [weak_labels(ctx, weak), chosen],
                     {"seed": ctx.seed}, lambda w, s: same_size_random(w, s, ctx.seed))
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, ctx.config.stage2_hparams(), tag="ours-random")
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, ctx.config.stage2_hparams(), tag="ours-random",
+                 anchor=stage2_anchor(ctx, strong))
     return evaluated_on(ctx, ctx.model(stage2), caps)
 
 

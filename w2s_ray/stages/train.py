@@ -227,6 +227,15 @@ def toward_base(model, base: dict[str, torch.Tensor], share: float) -> None:
             p.lerp_(base[name].to(p.device), share)
 
 
+def anchor_weights(task, cfg: dict[str, Any], model) -> dict[str, torch.Tensor]:
+    """The weights averaging moves back toward: the loaded base's, or the `anchor` model's."""
+    if cfg.get("anchor") is None:
+        return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters()}
+    anchor = task.load(local_model_path(cfg["root"], *cfg["anchor"]))
+    prefix = "module." if hasattr(model, "module") else ""  # DDP's names
+    return {prefix + k: p.detach() for k, p in anchor.named_parameters()}
+
+
 def train_loop(cfg: dict[str, Any]) -> None:
     task = cfg["task"]
     tc = ray.train.get_context()
@@ -240,7 +249,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     tok = load_tokenizer(path)
     model = parallel.load(task, path, hp, rank, world)
     df = store.read_table(cfg["data"])
-    base = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters()} if hp.toward_base else None
+    base = anchor_weights(task, cfg, model) if hp.toward_base else None
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
                        checkpoints=hp.num_workers > 0)
@@ -298,10 +307,13 @@ def stage_hparams(ctx: StageContext, base: ModelRef, hp: TrainHParams | None) ->
 
 
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHParams | None = None,
-          tag: str = "train") -> Artifact:
-    """Train `base` on the rows of `data` with `task`; returns the model artifact."""
+          tag: str = "train", anchor: ModelRef | None = None) -> Artifact:
+    """Train `base` on the rows of `data` with `task`; returns the model artifact. Weight
+    averaging (`toward_base`) moves back toward `anchor`'s weights when given, else the base's."""
     hp = stage_hparams(ctx, base, hp)
-    art = Artifact.make(task.stage, task.version, [base.id, data.id], {"hp": identity(hp), "seed": ctx.seed})
+    anchor = anchor if hp.toward_base else None
+    inputs = [base.id, data.id] + ([anchor.id] if anchor else [])
+    art = Artifact.make(task.stage, task.version, inputs, {"hp": identity(hp), "seed": ctx.seed})
     if base.rung is not None:
         ctx.rungs[art.id] = base.rung
 
@@ -311,7 +323,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         cfg = {"root": ctx.store.root, "source": base.source, "stored": base.stored,
                "data": f"{ctx.store.location(data)}/{TABLE}", "out": folder, "hp": hp.model_dump(),
-               "seed": ctx.seed, "task": task}
+               "seed": ctx.seed, "task": task, "anchor": (anchor.source, anchor.stored) if anchor else None}
         # A stable run name under the store: a rerun after the driver died finds the run's
         # checkpoints there and resumes (ray.train.get_checkpoint); a lost worker is retried.
         name = f"{task.stage}-{art.key}"
@@ -340,6 +352,6 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task, hp: TrainHPar
 
 
 def sft(ctx: StageContext, base: ModelRef, data: Artifact, hp: TrainHParams | None = None,
-        tag: str = "sft") -> Artifact:
+        tag: str = "sft", anchor: ModelRef | None = None) -> Artifact:
     """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
-    return train(ctx, base, data, SFTTask(), hp, tag)
+    return train(ctx, base, data, SFTTask(), hp, tag, anchor)
