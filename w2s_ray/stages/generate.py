@@ -169,7 +169,7 @@ def generate(ctx: StageContext, model: ModelRef, table: Artifact, tag: str = "ge
     """
 
     def build(folder: str) -> dict:
-        extra = {tag: t for tag, t in (along or {}).items()
+        extra = {name: t for name, t in (along or {}).items()
                  if not ctx.store.committed(generation(ctx, model, t))}
         outs, ran = run_generation(ctx, model, [data.read(ctx, t) for t in (table, *extra.values())])
         for (extra_tag, extra_table), out in zip(extra.items(), outs[1:]):
