@@ -53,6 +53,8 @@ def test_cli_overrides_reach_nested_fields():
         ({"train.lr": -1}, "train.lr: Input should be greater than 0"),
         ({"splits.test": 0}, "splits.test: Input should be greater than 0"),
         ({"inference.tensor_parallel_size": 2}, "gpus_per_actor must be >= tensor_parallel_size (2)"),
+        ({"stage2.anchor": "base"}, "stage2.anchor: Input should be 'stage1' or 'pretrained'"),
+        ({"stage2.anchor": "pretrained"}, "stage2.anchor: 'pretrained' is where stage-2 weight averaging"),
     ],
 )
 def test_invalid_fields_are_named_with_allowed_values(override, expected):

@@ -238,6 +238,11 @@ class SweepConfig(Strict):
                     field = "train.toward_base" if self.train.toward_base else "stage2.toward_base"
                     raise ValueError(f"{field}: the resource plan trains rung {rung.name!r} "
                                      "with fsdp, and weight averaging supports ddp only; allowed: 0 there")
+        stage2_share = self.train.toward_base if self.stage2.toward_base is None else self.stage2.toward_base
+        if self.stage2.anchor == "pretrained" and not stage2_share:
+            raise ValueError("stage2.anchor: 'pretrained' is where stage-2 weight averaging returns, and "
+                             "stage 2 averages nothing (stage2.toward_base, else train.toward_base, is 0); "
+                             "allowed: 'stage1', or a share > 0")
         from w2s_ray import methods
 
         for name in self.methods:
