@@ -1,7 +1,8 @@
 """A cloud run rehearsed on one machine: a Ray cluster of a head and two worker nodes (Ray's own
 `Cluster`), each node with its own model cache, an S3 store on a real S3 server (moto), and the
-smoke sweep submitted through RAY_ADDRESS as `ray job submit` runs it. A worker node is killed
-while it trains; the sweep must still finish with the single-node run's table, having built no
+smoke sweep submitted through RAY_ADDRESS as `ray job submit` runs it. The head has no CPUs, as
+Ray advises for a large cluster, so every stage (the tiny ladder's build too) runs on a worker,
+and a worker node is killed while it trains; the sweep must still finish with the single-node run's table, having built no
 committed stage twice, and every model must have reached the nodes only through the store."""
 
 import os
@@ -49,7 +50,7 @@ def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_s
 
     caches = {name: tmp_path / f"cache-{name}" for name in ("head", "w1", "w2")}
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "env_vars": {"W2S_RAY_CACHE": str(caches["head"])}})
+        "num_cpus": 0, "env_vars": {"W2S_RAY_CACHE": str(caches["head"])}})
     try:
         workers = {str(caches[n]): cluster.add_node(num_cpus=2, env_vars={
             "W2S_RAY_CACHE": str(caches[n])}) for n in ("w1", "w2")}
@@ -61,7 +62,9 @@ def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_s
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         killed = None
         while driver.poll() is None and killed is None and time.time() - start < 1200:
-            on_workers = [c for c in training_processes().values() if c in workers]
+            # Once its model has come from the store, so the kill lands mid-training.
+            on_workers = [c for c in training_processes().values()
+                          if c in workers and (Path(c) / "remote" / node_cache.DOWNLOADS).exists()]
             if on_workers:
                 killed = on_workers[0]
                 cluster.remove_node(workers[killed], allow_graceful=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import ray
+
 from w2s_ray.artifacts import MARKER, Artifact, StageLog, Store
 from w2s_ray.config import RungSpec
 from w2s_ray.models import tiny_ladder
@@ -45,21 +47,33 @@ def rung_parameters(store: Store, rungs: list[RungSpec]) -> dict[str, int | None
 
 
 def publish_tiny_ladder(store: Store, names: list[str], stage_log: StageLog) -> None:
-    """Build the named tiny rungs on this machine (once) and copy each into the store (once).
+    """Make sure every named tiny rung is in the store, building the missing ones once.
 
     A rung folder in the store is read only once its marker exists, and the marker is written
     after every file, so a publish killed half-way is simply redone.
     """
-    if not names:
-        return
+    missing = []
+    for name in dict.fromkeys(names):  # two ladder rungs may share one tiny model
+        if store.exists(f"{tiny_rung_folder(store, name)}/{MARKER}"):
+            stage_log.record(Artifact("ladder", _rung_key(name)), "reused", 0.0, tag=name)
+        else:
+            missing.append(name)
+    if missing:
+        ray.get(_build_and_upload.remote(store, missing, stage_log))
+
+
+def _rung_key(name: str) -> str:
+    return f"{tiny_ladder.RECIPE.key()}-{name}"
+
+
+# One CPU, so it lands on a node that can pretrain: a cluster's head is often given no CPUs,
+# and the rungs are built on the node this runs on. Ray lends the CPU back while it waits.
+@ray.remote(num_cpus=1)
+def _build_and_upload(store: Store, names: list[str], stage_log: StageLog) -> None:
     tiny_ladder.build_ladder(names)
     for name in names:
-        folder = tiny_rung_folder(store, name)
-        art = Artifact("ladder", f"{tiny_ladder.RECIPE.key()}-{name}")
-        if store.exists(f"{folder}/{MARKER}"):
-            stage_log.record(art, "reused", 0.0, tag=name)
-            continue
         start = time.time()
+        folder = tiny_rung_folder(store, name)
         store.upload_dir(tiny_ladder.rung_path(name), folder)
         store.write_json(f"{folder}/{MARKER}", {"committed_at": time.time()})
-        stage_log.record(art, "built", time.time() - start, tag=name)
+        stage_log.record(Artifact("ladder", _rung_key(name)), "built", time.time() - start, tag=name)
