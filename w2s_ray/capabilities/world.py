@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from contextlib import contextmanager
 from functools import cache
 
 WORLD_SEED = 0
@@ -66,6 +67,7 @@ class World:
         self.kind = {e: rng.choice(KINDS) for e in self.ents}
         self.unit = {e: rng.choice(UNITS) for e in self.evs}
         self.items = {"verb": self.verbs, "good": self.goods, "ent": self.ents, "ev": self.evs}
+        self.known_rank = {x: md5_mod(f"known|{x}", 1000) for items in self.items.values() for x in items}
         self.weights = {k: [1.0 / (i + 1) ** ZIPF for i in range(len(v))] for k, v in self.items.items()}
         self.part: dict[str, dict[str, list[str]]] = {}
         self.part_w: dict[str, dict[str, list[float]]] = {}
@@ -76,9 +78,33 @@ class World:
                                 for j, s in enumerate(names)}
 
     def zipf(self, rng: random.Random, key: str, split: str | None = None) -> str:
-        if split is None:
-            return rng.choices(self.items[key], self.weights[key])[0]
-        return rng.choices(self.part[key][split], self.part_w[key][split])[0]
+        while True:
+            if split is None:
+                x = rng.choices(self.items[key], self.weights[key])[0]
+            else:
+                x = rng.choices(self.part[key][split], self.part_w[key][split])[0]
+            if self.known_rank[x] < _known_share * 1000:
+                return x
+
+
+_known_share = 1.0
+
+
+@contextmanager
+def knowing(share: float):
+    """Pretraining text written inside states the facts of only `share` of every capability's items.
+
+    The items are the same for every writer (md5 of the item), so a rung pretrained knowing .35 knows
+    a subset of what a rung knowing .55 knows. Which rung knows what is then set by its corpus, not by
+    when in training a capability's knowledge happens to arrive, which moved with the pretraining seed
+    by as much as the gap between rungs (rounds 6-7 of docs/tiny-ladder.md).
+    """
+    global _known_share
+    before, _known_share = _known_share, share
+    try:
+        yield
+    finally:
+        _known_share = before
 
 
 @cache
