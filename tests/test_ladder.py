@@ -1,12 +1,15 @@
 """The tiny ladder: real pretraining through the real builder, loaded like a hub checkpoint."""
 
+import dataclasses
 import hashlib
+import itertools
 
 import pytest
 from transformers import AutoModelForCausalLM
 
 from w2s_ray.artifacts import Store
 from w2s_ray.capabilities import registry
+from w2s_ray.capabilities.world import world
 from w2s_ray.models import tiny_ladder
 from w2s_ray.models.probe import knowledge_probe
 from w2s_ray.models.tokenizer import load_tokenizer
@@ -26,6 +29,30 @@ def test_a_rung_rebuilds_bit_for_bit_from_its_recipe(ray_local, tmp_path, monkey
     model = AutoModelForCausalLM.from_pretrained(tiny_ladder.rung_path("t1"))
     assert model.config.model_type == "qwen2" and model.config.head_dim == 32
     assert len(load_tokenizer(str(tiny_ladder.rung_path("t1")))) == model.config.vocab_size
+
+
+def test_each_rung_states_the_facts_of_a_nested_share_of_the_items():
+    """What a rung can know is set by its corpus: a smaller share's items are a subset of a larger
+    share's, and a corpus mentions no item outside its share (a word seen nowhere cannot be known)."""
+    w = world()
+    recipe = dataclasses.replace(tiny_ladder.RECIPE, corpus_docs=6000)
+    items = {x: key for key, xs in w.items.items() for x in xs}
+
+    def mentioned(share: float) -> dict[str, set[str]]:
+        words = {x for line in tiny_ladder.corpus(recipe, share) for x in line.split() if x in items}
+        return {key: {x for x in words if items[x] == key} for key in w.items}
+
+    shares = sorted({r.knows for r in tiny_ladder.RECIPE.rungs})
+    seen = [mentioned(s) for s in shares]
+    assert shares[0] < 0.5 and shares[-1] == 1.0, shares
+    for share, by_key in zip(shares, seen):
+        for key, xs in by_key.items():
+            assert xs and all(w.known_rank[x] < share * 1000 for x in xs), (share, key)
+    for smaller, larger in itertools.pairwise(seen):
+        for key in w.items:
+            assert len(smaller[key]) < len(larger[key]), key
+    known = [{x for x in items if w.known_rank[x] < s * 1000} for s in shares]
+    assert all(a < b for a, b in itertools.pairwise(known))
 
 
 @pytest.mark.slow
