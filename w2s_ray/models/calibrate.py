@@ -3,8 +3,8 @@
     python -m w2s_ray.models.calibrate t2:420 t2:500 t3:650 [--keep DIR] [--seed 1]
 
 Each budget is a full schedule of its own (warm-up, peak, linear decay to zero), exactly as the
-builder runs it, and the knowledge probe reads the val partition, never a test split. Put the chosen budgets
-into `tiny_ladder.RECIPE` and the numbers into docs/tiny-ladder.md. `--keep` saves each
+builder runs it, and the knowledge probe reads the val partition, never a test split. Put the
+chosen budgets into `tiny_ladder.RECIPE` and the numbers into docs/tiny-ladder.md. `--keep` saves each
 checkpoint as DIR/RUNG:STEPS (loadable like a hub checkpoint) to try W2S on it before choosing;
 `--seed` pretrains with another seed (corpus draw, initialisation, row order).
 """

@@ -93,8 +93,8 @@ BRIDGE = "bridge"
 # Calibrated in docs/tiny-ladder.md. Knowledge arrives with optimizer steps more than with size, and
 # when it arrives moved with the pretraining seed (round 6), so each rung's corpus states the facts
 # of a nested share of the items (round 7): the rungs know what their share lets them, on every
-# seed (probes .36 / .46 / .72 / .97 on seed 0, .31 / .46 / .74 / .97 on seed 1, validation).
-# t4's 900 steps on one core bound the build (~3.7 min on 2 cores).
+# seed (probe averages over seeds 0-3, validation: t1 .31-.37, t2 .46-.54, t3 .63-.74, t4 .96-.98).
+# t4's 900 steps on one core bound the build (~4 min on 2 cores).
 # head_dim 32: vLLM's CPU attention supports it (16 fails there).
 RECIPE = LadderRecipe(
     rungs=(
