@@ -4,9 +4,9 @@
         --rungs t1=PATH t2=PATH ... --pairs t1:t2 t2:t3 [--split val]
 
 The lab loop behind round 4 of docs/tiny-ladder.md: one process, one thread, no Ray, the engine's
-own capabilities, fine-tuning loop (`stages.train.optimize`) and generation backend, on the
+own capabilities, fine-tuning loop (`runtime.trainer.optimize`) and generation backend, on the
 validation partition by default (never test unless asked). The rungs are any checkpoints, e.g.
-the built ladder's folders or `python -m w2s_ray.models.calibrate ... --keep DIR`.
+the built ladder's folders or `python -m w2s_ray.ladder.calibrate ... --keep DIR`.
 
 Prompt forms (the engine's tiny capabilities use `skip-arithmetic-cue` since round 4):
   cue       the prompt ends in the main pretraining cue ("... answer : a kofel lasts a few" -> "days .")
@@ -31,8 +31,9 @@ from w2s_ray.capabilities import registry
 from w2s_ray.config import TrainHParams
 from w2s_ray.methods.baselines import with_shots
 from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint
-from w2s_ray.stages.backends import TransformersBackend
-from w2s_ray.stages.train import encode, optimize, toward_base
+from w2s_ray.runtime.backends import TransformersBackend
+from w2s_ray.runtime.encoding import encode
+from w2s_ray.runtime.trainer import optimize, toward_base
 
 CAPS = ("scan", "arithmetic", "facts", "temporal")
 FORMS = ("cue", "skip", "skip-arithmetic-cue", "question")

@@ -25,11 +25,11 @@ import ray
 
 from w2s_ray.capabilities import registry
 from w2s_ray.config import InferenceSpec
-from w2s_ray.models import tiny_ladder
+from w2s_ray.ladder import recipe as ladder_recipe
+from w2s_ray.ladder import tiny_ladder
+from w2s_ray.models.location import ModelRef
 from w2s_ray.models.tokenizer import load_tokenizer
-from w2s_ray.stages.backends import BACKENDS
-from w2s_ray.stages.context import ModelRef
-from w2s_ray.stages.generate import engine_options, max_generation_tokens, model_dataset
+from w2s_ray.runtime.inference import BACKENDS, engine_options, max_generation_tokens, model_dataset
 
 
 def mixed_prompts(rows: int) -> pd.DataFrame:
@@ -91,8 +91,8 @@ class Stamped:
 def through_ray_data(backend: str, path: str, df: pd.DataFrame, inf: InferenceSpec
                      ) -> tuple[float, pd.DataFrame]:
     start = time.perf_counter()
-    with model_dataset(ray.data.from_pandas(df.assign(_row=range(len(df)))), inf, Stamped, root="/",
-                       model=ModelRef("bench", path),
+    with model_dataset(ray.data.from_pandas(df.assign(_row=range(len(df)))), inf, Stamped,
+                       location=ModelRef("bench", path).at("/"), model_id="bench",
                        options={"inner": backend, **engine_options(inf, backend, max_generation_tokens(df))}) as ds:
         out = ds.to_pandas().sort_values("_row").drop(columns="_row")
     return time.perf_counter() - start, out
@@ -105,7 +105,7 @@ def steady_rate(out: pd.DataFrame, count) -> float:
 
 
 def bench_rung(rung: str, df: pd.DataFrame, specs: dict[str, InferenceSpec]) -> list[dict]:
-    path = str(tiny_ladder.rung_path(rung))
+    path = str(ladder_recipe.rung_path(rung))
     tok = load_tokenizer(path)
 
     def count(texts) -> int:

@@ -3,7 +3,7 @@
     python benchmarks/memory.py [--quick] [--threads N]
 
 Each configuration trains a random-init Qwen2 (built in-process from a `Qwen2Config`, nothing
-downloaded) for two steps of the project's own optimisation loop (`stages.train.optimize`:
+downloaded) for two steps of the project's own optimisation loop (`runtime.trainer.optimize`:
 AdamW, the causal-LM loss on answer tokens, bf16 autocast and activation checkpointing as a
 single worker applies them through `stages.parallel`), in a fresh subprocess. Measured: the
 process's peak resident memory (VmHWM, reset after the imports) minus its resident memory then, so the
@@ -116,8 +116,8 @@ def train_once(shape: Shape, threads: int) -> dict[str, float]:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from w2s_ray.config import TrainHParams
-    from w2s_ray.stages import parallel
-    from w2s_ray.stages.train import optimize
+    from w2s_ray.runtime import parallel
+    from w2s_ray.runtime.trainer import optimize
 
     torch.set_num_threads(threads)
     reset_peak_rss()
@@ -141,7 +141,7 @@ def train_once(shape: Shape, threads: int) -> dict[str, float]:
                       activation_checkpointing=shape.checkpointing,
                       mixed_precision="bf16" if shape.bf16 else "no", torch_threads=threads)
     start = time.perf_counter()
-    stats = optimize(parallel.wrap(model, hp, world=1), [bucket], hp, seed=0)
+    stats = optimize(parallel.wrap(model, hp, world=1, dev=torch.device("cpu")), [bucket], hp, seed=0)
     if stats["steps"] != STEPS:
         raise RuntimeError(f"ran {stats['steps']} steps, not {STEPS}: the peak may miss AdamW's states")
     return {"measured_gb": status_gb("VmHWM") - baseline, "seconds": time.perf_counter() - start}

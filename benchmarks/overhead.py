@@ -25,13 +25,15 @@ from transformers import AutoModelForCausalLM
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.capabilities import registry
 from w2s_ray.config import load_config
-from w2s_ray.models.ladder import publish_tiny_ladder
+from w2s_ray.ladder.publish import publish_tiny_ladder
 from w2s_ray.models.tokenizer import load_tokenizer
+from w2s_ray.runtime.backends import TransformersBackend
+from w2s_ray.runtime.encoding import encode_buckets
+from w2s_ray.runtime.inference import engine_options, max_generation_tokens, model_dataset
+from w2s_ray.runtime.trainer import optimize
 from w2s_ray.stages import data
-from w2s_ray.stages.backends import TransformersBackend
 from w2s_ray.stages.context import StageContext
-from w2s_ray.stages.generate import engine_options, max_generation_tokens, model_dataset
-from w2s_ray.stages.train import encode_buckets, optimize, sft
+from w2s_ray.stages.train import sft
 from w2s_ray.sweep import WARM_WORKERS, run_sweep, summarize_engine_starts
 
 
@@ -52,7 +54,7 @@ def train_throughputs(root: str) -> dict[str, float]:
     config = load_config("smoke", overrides)
     store = Store(root)
     builder = Builder(store, StageLog(store, "bench", "bench"), lease_book("bench"), "bench")
-    publish_tiny_ladder(store, ["t2"], builder.stage_log)
+    publish_tiny_ladder(builder, ["t2"])
     ctx = StageContext(config, store, builder, seed=0)
     base = ctx.base("t2")
     table = data.split_table(ctx, "labeled", with_gold_labels=True)
@@ -82,7 +84,7 @@ def generation_walls(root: str) -> dict[str, float]:
     config = load_config("smoke", {"storage": root, "splits.test": 100})
     store = Store(root)
     builder = Builder(store, StageLog(store, "bench", "bench"), lease_book("bench"), "bench")
-    publish_tiny_ladder(store, ["t1"], builder.stage_log)
+    publish_tiny_ladder(builder, ["t1"])
     ctx = StageContext(config, store, builder, seed=0)
     model = ctx.base("t1")
     df = data.read(ctx, data.split_table(ctx, "test", with_gold_labels=True))
@@ -95,7 +97,7 @@ def generation_walls(root: str) -> dict[str, float]:
     for name, in_tasks in (("engine host started", False), ("engine host kept", False),
                            ("warm-worker tasks, first", True), ("warm-worker tasks", True)):
         start = time.perf_counter()
-        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, store.root, model, options,
+        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, model.at(store.root), model.id, options,
                            in_tasks=in_tasks) as ds:
             ds.materialize()
         walls[name] = time.perf_counter() - start

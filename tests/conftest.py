@@ -50,13 +50,14 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     """An untrained two-layer Qwen2 with the word-level tokenizer, saved like a hub checkpoint."""
     from transformers import Qwen2ForCausalLM
 
-    from w2s_ray.models import tiny_ladder
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
     from w2s_ray.models.tokenizer import build_tokenizer, save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny-ckpt")
-    tok = build_tokenizer(tiny_ladder.vocabulary(tiny_ladder.RECIPE))
+    tok = build_tokenizer(tiny_ladder.vocabulary(ladder_recipe.RECIPE))
     torch.manual_seed(0)
-    rung = tiny_ladder.RungRecipe("test", hidden=64, layers=2, heads=2, steps=0, lr=0.0)
-    config = tiny_ladder.model_config(tiny_ladder.RECIPE, rung, len(tok), tok.eos_token_id, tok.pad_token_id)
+    rung = ladder_recipe.RungRecipe("test", hidden=64, layers=2, heads=2, steps=0, lr=0.0)
+    config = tiny_ladder.model_config(ladder_recipe.RECIPE, rung, len(tok), tok.eos_token_id, tok.pad_token_id)
     save_checkpoint(Qwen2ForCausalLM(config), tok, folder, own_subfolder=True)
     return str(folder)

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from w2s_ray import methods
 from w2s_ray.capabilities import registry
+from w2s_ray.checks import checked_config
 from w2s_ray.cli import overrides_from, parse_args
 from w2s_ray.config import ConfigError, SweepConfig, load_config, preset_names
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_presets_validate():
     assert {"tiny", "smoke"} <= set(preset_names())
     for name in preset_names():
-        assert load_config(name).name
+        assert checked_config(name).name
 
 
 def test_tiny_default_grid_is_every_adjacent_pair():
@@ -59,7 +60,7 @@ def test_cli_overrides_reach_nested_fields():
 )
 def test_invalid_fields_are_named_with_allowed_values(override, expected):
     with pytest.raises(ConfigError) as err:
-        load_config("smoke", override)
+        checked_config("smoke", override)
     assert expected in str(err.value)
 
 
@@ -113,5 +114,5 @@ def test_weight_averaging_is_refused_where_a_model_trains_sharded():
     with pytest.raises(ConfigError, match=r"train: .*toward_base: weight averaging .* 'ddp' only"):
         load_config("smoke", {"train.toward_base": 0.5, "train.strategy": "fsdp"})
     with pytest.raises(ConfigError, match=r"train.toward_base: the resource plan trains rung '\w+' with fsdp"):
-        load_config("qwen15-scale", {"train.toward_base": 0.5})
+        checked_config("qwen15-scale", {"train.toward_base": 0.5})
     assert load_config("tiny").train.toward_base == 0.5

@@ -18,6 +18,7 @@ from datasets import ClassLabel, Features, Sequence, Value
 from w2s_ray.artifacts import Store
 from w2s_ray.capabilities import registry
 from w2s_ray.capabilities.base import SPLITS
+from w2s_ray.checks import checked_config
 from w2s_ray.config import ConfigError, load_config
 from w2s_ray.data_mirror import loaded_names, main, write_mirror
 
@@ -273,21 +274,21 @@ def test_missing_mirror_file_and_oversized_splits_are_named_before_any_work(mirr
                                           r"\(distinct prompts in"):
         registry.get("gsm8k").splits(0, {"labeled": 20, "unlabeled": 20, "test": 2}, mirror)
     with pytest.raises(ConfigError, match=r"data_dir: gsm8k: no mirror file"):
-        load_config("qwen15-paper", {"data_dir": str(tmp_path)})
+        checked_config("qwen15-paper", {"data_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"splits: gsm8k: test = 1400 exceeds the 1319 items of upstream "
                                           r"split 'test' \(dataset card of hub openai/gsm8k config main\)"):
-        load_config("qwen15-paper", {"splits.test": 1400})
+        checked_config("qwen15-paper", {"splits.test": 1400})
     with pytest.raises(ConfigError, match=r"split_overrides\.openbookqa: openbookqa: test = 600 exceeds"):
-        load_config("qwen15-paper", {"split_overrides": {"openbookqa": {"labeled": 10, "unlabeled": 10,
+        checked_config("qwen15-paper", {"split_overrides": {"openbookqa": {"labeled": 10, "unlabeled": 10,
                                                                         "test": 600}}})
     with pytest.raises(ConfigError, match=r"splits: \w+: labeled \+ unlabeled \+ validation \(the test size\) "
                                           r"= 7800 exceeds the \d+ items of upstream split"):
-        load_config("qwen15-paper", {"evaluate_on": "validation",
+        checked_config("qwen15-paper", {"evaluate_on": "validation",
                                      "splits": {"labeled": 4000, "unlabeled": 3000, "test": 800}})
     with pytest.raises(ConfigError, match=r"evaluate_on.*'test' or 'validation'"):
-        load_config("smoke", {"evaluate_on": "val"})
+        checked_config("smoke", {"evaluate_on": "val"})
     with pytest.raises(ConfigError, match=r"split_overrides: 'gsm8k' is not a configured capability"):
-        load_config("smoke", {"split_overrides": {"gsm8k": SIZES}})
+        checked_config("smoke", {"split_overrides": {"gsm8k": SIZES}})
 
 
 def test_qwen15_presets_are_the_papers_setting():
@@ -302,10 +303,11 @@ def test_qwen15_presets_are_the_papers_setting():
 
 
 def test_real_text_on_the_tiny_word_level_tokenizer_falls_back_to_unk(mirror):
-    from w2s_ray.models import tiny_ladder
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
     from w2s_ray.models.tokenizer import build_tokenizer, prompt_ids
 
-    tok = build_tokenizer(tiny_ladder.vocabulary(tiny_ladder.RECIPE))
+    tok = build_tokenizer(tiny_ladder.vocabulary(ladder_recipe.RECIPE))
     ex = first("esnli", mirror)
     ids = prompt_ids(tok, ex.prompt)
     assert tok.unk_token_id in ids and None not in ids

@@ -5,15 +5,16 @@ import pytest
 import torch
 
 from w2s_ray.config import InferenceSpec
-from w2s_ray.stages.backends import TransformersBackend
-from w2s_ray.stages.engines import EngineHost, GPUUnavailable
-from w2s_ray.stages.generate import engine_options, max_generation_tokens
+from w2s_ray.models.location import ModelLocation
+from w2s_ray.runtime.backends import TransformersBackend
+from w2s_ray.runtime.engines import EngineHost, GPUUnavailable
+from w2s_ray.runtime.inference import engine_options, max_generation_tokens
 
 
 def test_an_engine_host_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything():
     assert not torch.cuda.is_available(), "this check needs a machine whose torch sees no GPU"
     with pytest.raises(GPUUnavailable, match="gpus_per_actor=1.0 .* would decode on CPU"):
-        EngineHost(TransformersBackend, root="/", source="/no/such/model", stored=False, torch_threads=1,
+        EngineHost(TransformersBackend, ModelLocation("/", "/no/such/model"), torch_threads=1,
                    dtype="float32", options={}, gpus=1.0)
 
 
@@ -42,9 +43,10 @@ def test_vllm_context_bound_covers_every_prompt_and_budget_at_one_token_per_byte
 def test_warm_worker_tasks_give_the_engine_hosts_outputs(ray_local):
     import ray
 
-    from w2s_ray.models import tiny_ladder
-    from w2s_ray.stages.context import ModelRef
-    from w2s_ray.stages.generate import in_worker_tasks, model_dataset
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
+    from w2s_ray.models.location import ModelRef
+    from w2s_ray.runtime.inference import in_worker_tasks, model_dataset
 
     inf = InferenceSpec(batch_size=8, cpus_per_actor=0.5)
     assert in_worker_tasks(inf, "transformers") and not in_worker_tasks(inf, "vllm")
@@ -52,10 +54,10 @@ def test_warm_worker_tasks_give_the_engine_hosts_outputs(ray_local):
     prompts = [f"to dazal {w} , do" for w in ("", "twice", "left", "thrice", "right twice")] * 5
     df = pd.DataFrame({"prompt": prompts, "max_new_tokens": 6, "stop": ""}).assign(_row=range(len(prompts)))
     tiny_ladder.build_ladder(["t1"])
-    model = ModelRef(id="base:t1", source=str(tiny_ladder.rung_path("t1")))
+    model = ModelRef(id="base:t1", source=str(ladder_recipe.rung_path("t1")))
     runs = []
     for tasks in (False, True, True):
-        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, "/", model, {"device": "cpu"},
+        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, model.at("/"), model.id, {"device": "cpu"},
                            in_tasks=tasks) as ds:
             runs.append(ds.to_pandas().sort_values("_row")["completion"].tolist())
     assert runs[0] == runs[1] == runs[2]

@@ -5,27 +5,28 @@ import pandas as pd
 import pytest
 
 from w2s_ray.config import InferenceSpec
-from w2s_ray.stages.backends import TransformersBackend
+from w2s_ray.runtime.backends import TransformersBackend
 
 
 @pytest.fixture(scope="module")
 def two_models():
-    from w2s_ray.models import tiny_ladder
-    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
+    from w2s_ray.models.location import ModelRef
 
     tiny_ladder.build_ladder(["t1", "t2"])
-    return [ModelRef(id=f"base:{r}", source=str(tiny_ladder.rung_path(r))) for r in ("t1", "t2")]
+    return [ModelRef(id=f"base:{r}", source=str(ladder_recipe.rung_path(r))) for r in ("t1", "t2")]
 
 
 def stage(root: str, inf: InferenceSpec, model) -> list[str]:
     """One inference stage of `model` on its engine host, as `map_with_model` runs it."""
     import ray
 
-    from w2s_ray.stages.generate import model_dataset
+    from w2s_ray.runtime.inference import model_dataset
 
     prompts = [f"to dazal {w} , do" for w in ("", "twice", "left", "right twice")] * 4
     df = pd.DataFrame({"prompt": prompts, "max_new_tokens": 6, "stop": ""}).assign(_row=range(len(prompts)))
-    with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, root, model, {"device": "cpu"},
+    with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, model.at(root), model.id, {"device": "cpu"},
                        in_tasks=False) as ds:
         return ds.to_pandas().sort_values("_row")["completion"].tolist()
 
@@ -40,7 +41,7 @@ def starts_since(book, before: dict[str, int]) -> dict[str, int]:
 def test_a_models_stages_share_one_engine_and_idle_ones_stop(ray_local, tmp_path, two_models):
     import ray
 
-    from w2s_ray.stages import engines
+    from w2s_ray.runtime import engines
 
     root = str(tmp_path)
     weak, strong = two_models
@@ -61,8 +62,8 @@ def test_a_models_stages_share_one_engine_and_idle_ones_stop(ray_local, tmp_path
 def test_warm_worker_loads_count_as_engine_starts(ray_local, tmp_path, two_models):
     import ray
 
-    from w2s_ray.stages import engines
-    from w2s_ray.stages.generate import model_dataset
+    from w2s_ray.runtime import engines
+    from w2s_ray.runtime.inference import model_dataset
 
     root = str(tmp_path)
     weak, _ = two_models
@@ -71,7 +72,7 @@ def test_warm_worker_loads_count_as_engine_starts(ray_local, tmp_path, two_model
     df = pd.DataFrame({"prompt": ["to dazal twice , do"] * 8, "max_new_tokens": 4, "stop": "",
                        "_row": range(8)})
     for _ in range(3):
-        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, root, weak, {"device": "cpu"},
+        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, weak.at(root), weak.id, {"device": "cpu"},
                            in_tasks=True) as ds:
             ds.materialize()
     # A warm worker loads the model once for all the batches it serves (two per stage here); Ray

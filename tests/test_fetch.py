@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.test_stages import context, scan_rows, table
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
+from w2s_ray.models import rungs
 from w2s_ray.plan import PlanBuilder, PlanStore
 from w2s_ray.stages import fetch
 from w2s_ray.stages.context import StageContext
@@ -36,7 +37,7 @@ def hub_cache(tmp_path, monkeypatch, tiny_checkpoint):
 def test_a_hub_rung_is_pinned_then_fetched_into_the_store_once_and_trained_from_there(
         ray_local, tmp_path, hub_cache):
     ctx = context(tmp_path / "store", **{"ladder.rungs": RUNGS, "train.epochs": 1})
-    assert fetch.is_hub(ctx.config.ladder.rung("h1")) and not fetch.is_hub(ctx.config.ladder.rung("t2"))
+    assert rungs.kind(ctx.config.ladder.rung("h1")) == "hub" and rungs.kind(ctx.config.ladder.rung("t2")) == "tiny"
     ctx.config = fetch.pin_revisions(ctx.config, fetch.resolve_revision)
     spec = ctx.config.ladder.rung("h1")
     assert spec.revision == SHA, "offline, the cache's refs/main names the revision"

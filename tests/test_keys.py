@@ -3,7 +3,8 @@
 from w2s_ray.artifacts import Store
 from w2s_ray.config import load_config
 from w2s_ray.plan import PlanBuilder, PlanStore
-from w2s_ray.stages import choose, data
+from w2s_ray.runtime import choose
+from w2s_ray.stages import data
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.generate import generate
 

@@ -10,8 +10,9 @@ from transformers import AutoModelForCausalLM
 from w2s_ray.artifacts import Store
 from w2s_ray.capabilities import registry
 from w2s_ray.capabilities.world import world
-from w2s_ray.models import tiny_ladder
-from w2s_ray.models.probe import knowledge_probe
+from w2s_ray.ladder import recipe as ladder_recipe
+from w2s_ray.ladder import tiny_ladder
+from w2s_ray.ladder.probe import knowledge_probe
 from w2s_ray.models.tokenizer import load_tokenizer
 
 
@@ -23,26 +24,26 @@ def test_a_rung_rebuilds_bit_for_bit_from_its_recipe(ray_local, tmp_path, monkey
     hashes = []
     for where in ("first", "second"):
         monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / where))
-        assert tiny_ladder.build_ladder(["t1"]).name == tiny_ladder.RECIPE.key()
-        hashes.append(weights_hash(tiny_ladder.rung_path("t1")))
+        assert tiny_ladder.build_ladder(["t1"]).name == ladder_recipe.RECIPE.key()
+        hashes.append(weights_hash(ladder_recipe.rung_path("t1")))
     assert hashes[0] == hashes[1]
-    model = AutoModelForCausalLM.from_pretrained(tiny_ladder.rung_path("t1"))
+    model = AutoModelForCausalLM.from_pretrained(ladder_recipe.rung_path("t1"))
     assert model.config.model_type == "qwen2" and model.config.head_dim == 32
-    assert len(load_tokenizer(str(tiny_ladder.rung_path("t1")))) == model.config.vocab_size
+    assert len(load_tokenizer(str(ladder_recipe.rung_path("t1")))) == model.config.vocab_size
 
 
 def test_each_rung_states_the_facts_of_a_nested_share_of_the_items():
     """What a rung can know is set by its corpus: a smaller share's items are a subset of a larger
     share's, and a corpus mentions no item outside its share (a word seen nowhere cannot be known)."""
     w = world()
-    recipe = dataclasses.replace(tiny_ladder.RECIPE, corpus_docs=6000)
+    recipe = dataclasses.replace(ladder_recipe.RECIPE, corpus_docs=6000)
     items = {x: key for key, xs in w.items.items() for x in xs}
 
     def mentioned(share: float) -> dict[str, set[str]]:
         words = {x for line in tiny_ladder.corpus(recipe, share) for x in line.split() if x in items}
         return {key: {x for x in words if items[x] == key} for key in w.items}
 
-    shares = sorted({r.knows for r in tiny_ladder.RECIPE.rungs})
+    shares = sorted({r.knows for r in ladder_recipe.RECIPE.rungs})
     seen = [mentioned(s) for s in shares]
     assert shares[0] < 0.5 and shares[-1] == 1.0, shares
     for share, by_key in zip(shares, seen):
@@ -58,9 +59,9 @@ def test_each_rung_states_the_facts_of_a_nested_share_of_the_items():
 @pytest.mark.slow
 def test_knowledge_probe_rises_with_rung_size(ray_local):
     tiny_ladder.build_ladder()
-    caps = tiny_ladder.RECIPE.capabilities
-    probes = [knowledge_probe(str(tiny_ladder.rung_path(r.name)), caps)["average"]
-              for r in tiny_ladder.RECIPE.rungs]
+    caps = ladder_recipe.RECIPE.capabilities
+    probes = [knowledge_probe(str(ladder_recipe.rung_path(r.name)), caps)["average"]
+              for r in ladder_recipe.RECIPE.rungs]
     assert probes == sorted(probes) and len(set(probes)) == len(probes), probes
     assert probes[0] > 0.05, "no rung may be at zero"
     assert probes[-2] < 0.95, "no saturation below the top rung"
@@ -71,8 +72,8 @@ def test_top_rung_knows_every_capability_well_above_chance(ray_local):
     """Every capability carries signal: the top rung's knowledge clears a uniform guess by 15
     points on each (true/false facts sat at chance for every model before they became kinds)."""
     tiny_ladder.build_ladder()
-    caps = tiny_ladder.RECIPE.capabilities
-    probe = knowledge_probe(str(tiny_ladder.rung_path(tiny_ladder.RECIPE.rungs[-1].name)), caps)
+    caps = ladder_recipe.RECIPE.capabilities
+    probe = knowledge_probe(str(ladder_recipe.rung_path(ladder_recipe.RECIPE.rungs[-1].name)), caps)
     short = {c: probe[c] for c in caps if probe[c] < registry.get(c).chance + 0.15}
     assert not short, f"at most chance + 15 points on the top rung: {short}"
 

@@ -62,8 +62,8 @@ def test_selection_keeps_high_scores_and_guards_an_empty_capability():
 def test_selection_methods_skip_a_capability_with_nothing_selected(ray_local, tmp_path):
     from w2s_ray.methods import NotApplicable, Target
     from w2s_ray.methods.pipeline import evaluated_on, selected_capabilities
+    from w2s_ray.models.location import ModelRef
     from w2s_ray.stages import data
-    from w2s_ray.stages.context import ModelRef
 
     ctx = context(tmp_path)
     caps = list(ctx.config.capabilities)
@@ -120,7 +120,7 @@ def toy_partition(n: int = 24) -> pd.DataFrame:
 @pytest.mark.parametrize("cross_fit", [0, 2])
 def test_reward_model_learns_to_separate_positives_from_negatives(ray_local, tmp_path, tiny_checkpoint,
                                                                   cross_fit):
-    from w2s_ray.stages.context import ModelRef
+    from w2s_ray.models.location import ModelRef
     from w2s_ray.stages.data import read
     from w2s_ray.stages.reward import fold_of, reward_scores
 
@@ -167,9 +167,9 @@ def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tm
     and the answers come back from Parquet as None, not float NaN."""
     import pyarrow as pa
 
-    from w2s_ray.stages.backends import TransformersScorer
-    from w2s_ray.stages.context import ModelRef
-    from w2s_ray.stages.generate import map_with_model
+    from w2s_ray.models.location import ModelRef
+    from w2s_ray.runtime.backends import TransformersScorer
+    from w2s_ray.runtime.inference import map_with_model
 
     class ArrowCheckedScorer(TransformersScorer):
         def __call__(self, batch):
@@ -183,7 +183,7 @@ def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tm
     ctx.store.write_table(f"{tmp_path}/rows.parquet", rows.assign(answer=["JUMP", None, None]).drop(columns="score"))
     rows = ctx.store.read_table(f"{tmp_path}/rows.parquet")
     assert rows["answer"].tolist() == ["JUMP", None, None]
-    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), rows,
+    out, _ = map_with_model(ctx.config.inference, ctx.store, ModelRef("base:toy", tiny_checkpoint), rows,
                             {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
                             {"max_length": 64})
     assert out["answer"].tolist() == ["JUMP", None, None] and out["score"].between(0, 1).all()
@@ -194,7 +194,7 @@ def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tm
     # a frame built in memory holds pandas' string dtype, NaN for None: only the backend's input
     # columns enter Ray Data, so that column is never converted there
     in_memory = rows.assign(answer=pd.Series(["JUMP", None, None], dtype="str"))
-    out, _ = map_with_model(ctx, ModelRef("base:toy", tiny_checkpoint), in_memory,
+    out, _ = map_with_model(ctx.config.inference, ctx.store, ModelRef("base:toy", tiny_checkpoint), in_memory,
                             {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
                             {"max_length": 64})
     assert out["score"].between(0, 1).all()

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.test_stages import context, scan_rows, table
-from w2s_ray.stages.context import ModelRef
+from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.train import sft
 
 TWO_WORKERS = {"train.num_workers": 2, "train.cpus_per_worker": 0.5, "train.epochs": 4,

@@ -65,8 +65,7 @@ def test_dry_run_of_the_scale_grid_is_quick_and_dedup_beats_the_naive_grid(tmp_p
 
 
 def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(ray_local, tmp_path):
-    from w2s_ray.stages.context import ModelRef
-    from w2s_ray.stages.generate import stage_inference
+    from w2s_ray.models.location import ModelRef
 
     from .test_stages import context
 
@@ -74,8 +73,8 @@ def test_inference_takes_the_plan_of_the_models_size_and_tiny_rungs_keep_theirs(
     assert (big.tensor_parallel_size, big.gpus_per_actor) == (4, 4.0)
     assert big.concurrency == resources.infer_memory_gb(ARCHS["72b"], PLANS["72b"].infer)["max_num_seqs"]
     ctx = context(tmp_path, **{"inference.plan": True})
-    assert stage_inference(ctx, ctx.base("t1")) == ctx.config.inference
-    assert stage_inference(ctx, ModelRef("x", "y")) == ctx.config.inference
+    assert ctx.layout(ctx.base("t1").rung).inference == ctx.config.inference
+    assert ctx.layout(ModelRef("x", "y").rung).inference == ctx.config.inference
 
 
 @pytest.mark.parametrize("preset", preset_names())

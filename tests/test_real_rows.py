@@ -268,9 +268,10 @@ def test_icl_shots_are_separated_by_a_blank_line_on_real_text_and_by_a_space_on_
 
 def test_long_worked_solutions_are_counted_against_the_budget_and_max_length(tmp_path):
     """GSM8K rows in the upstream schema, one worked solution longer than the 256-token budget."""
-    from w2s_ray.models import tiny_ladder
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
     from w2s_ray.models.tokenizer import build_tokenizer
-    from w2s_ray.stages.train import length_report, length_warnings
+    from w2s_ray.runtime.encoding import length_report, length_warnings
 
     rows = UPSTREAM["gsm8k"][0](0)
     steps = "\n".join(f"Step {i}: {i} + 1 = <<{i}+1={i + 1}>>{i + 1} apples." for i in range(60))
@@ -282,7 +283,7 @@ def test_long_worked_solutions_are_counted_against_the_budget_and_max_length(tmp
     train = registry.get("gsm8k").pools(str(tmp_path))[0]
     df = pd.DataFrame({"capability": "gsm8k", "prompt": [e.prompt for e in train],
                        "label_text": [e.label_text for e in train]})
-    tok = build_tokenizer(tiny_ladder.vocabulary(tiny_ladder.RECIPE))
+    tok = build_tokenizer(tiny_ladder.vocabulary(ladder_recipe.RECIPE))
     report = length_report(tok, df, max_length=96)
     r = report["gsm8k"]
     assert r["rows"] == 7 and r["over_budget"] == 1 and r["longest_label"] > 256

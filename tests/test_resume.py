@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.test_stages import context, scan_rows, table
 from w2s_ray.artifacts import StageLog, Store
-from w2s_ray.stages.context import ModelRef
+from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.train import sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ TRAIN_DRIVER = """
 import sys, ray
 from tests.test_stages import context, scan_rows, table
 from tests.test_resume import LONG_RUN
-from w2s_ray.stages.context import ModelRef
+from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.train import sft
 ray.init(num_cpus=2, include_dashboard=False, namespace="w2s_ray")
 ctx = context(sys.argv[1], **LONG_RUN)

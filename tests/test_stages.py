@@ -7,20 +7,22 @@ from transformers import AutoModelForCausalLM
 
 from w2s_ray.artifacts import Artifact, Builder, StageLog, Store, lease_book
 from w2s_ray.config import load_config
-from w2s_ray.models.ladder import publish_tiny_ladder, tiny_rungs
+from w2s_ray.ladder.publish import publish_tiny_ladder, tiny_rungs
+from w2s_ray.models.location import ModelRef
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
+from w2s_ray.runtime.encoding import encode
 from w2s_ray.stages import data
-from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import score_frame
 from w2s_ray.stages.generate import generate
-from w2s_ray.stages.train import encode, identity, sft
+from w2s_ray.stages.train import identity, sft
 
 
 def context(tmp_path, **overrides) -> StageContext:
     config = load_config("smoke", {"storage": str(tmp_path), **overrides})
     store = Store(config.storage)
     builder = Builder(store, StageLog(store, config.name, "test"), lease_book("stages"), "holder")
-    publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), builder.stage_log)
+    publish_tiny_ladder(builder, tiny_rungs(config.ladder.rungs))
     return StageContext(config, store, builder, seed=0)
 
 
@@ -133,7 +135,7 @@ def test_ray_data_generation_equals_direct_greedy_decoding(ray_local, tmp_path, 
     tok = load_tokenizer(tiny_checkpoint)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
     from w2s_ray.capabilities import registry
-    from w2s_ray.stages.backends import cut_at_stop
+    from w2s_ray.runtime.backends import cut_at_stop
     for _, row in preds.iterrows():
         cap = registry.get(row["capability"])
         ids = torch.tensor([prompt_ids(tok, row["prompt"])])
@@ -158,7 +160,7 @@ def test_scoring_counts_unparseable_outputs_as_wrong():
 def test_batches_never_mix_capabilities_and_cover_every_row_each_epoch():
     import torch
 
-    from w2s_ray.stages.train import batch_plan
+    from w2s_ray.runtime.trainer import batch_plan
 
     plan = batch_plan([10, 3, 7], batch_size=4, epochs=2, gen=torch.Generator().manual_seed(0))
     assert len(plan) == 2 * (3 + 1 + 2)

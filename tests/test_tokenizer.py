@@ -5,8 +5,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from w2s_ray.models.tokenizer import load_tokenizer
-from w2s_ray.stages.reward import encode_pairs
-from w2s_ray.stages.train import encode
+from w2s_ray.runtime.encoding import encode, encode_pairs
 
 
 def saved_tokenizer(folder, **specials) -> str:

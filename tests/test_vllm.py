@@ -16,13 +16,17 @@ if not os.environ.get("CI"):  # CI installs the extra (README); there a missing 
 
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import load_config
-from w2s_ray.models import tiny_ladder
+from w2s_ray.ladder import recipe as ladder_recipe
+from w2s_ray.ladder import tiny_ladder
+from w2s_ray.models.location import ModelRef
 from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint
-from w2s_ray.stages import choose, data, reward
-from w2s_ray.stages.choose import choose_backend
-from w2s_ray.stages.context import ModelRef, StageContext
+from w2s_ray.runtime import choose
+from w2s_ray.runtime.choose import choose_backend
+from w2s_ray.runtime.tasks import RewardTask
+from w2s_ray.runtime.vllm_backend import vllm_serves
+from w2s_ray.stages import data, reward
+from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.generate import generate
-from w2s_ray.stages.vllm_backend import vllm_serves
 
 PARITY_ROWS = 200  # test prompts per capability
 
@@ -37,7 +41,7 @@ def context(root, **overrides) -> StageContext:
 @pytest.fixture(scope="module")
 def t1(ray_local) -> ModelRef:
     tiny_ladder.build_ladder(["t1"])
-    return ModelRef(id="base:t1", source=str(tiny_ladder.rung_path("t1")))
+    return ModelRef(id="base:t1", source=str(ladder_recipe.rung_path("t1")))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +95,7 @@ def reward_model(tmp_path_factory, t1) -> str:
     """A 2-class Qwen2ForSequenceClassification from t1, as the reward stage trains it."""
     folder = tmp_path_factory.mktemp("reward")
     torch.manual_seed(0)
-    model = reward.RewardTask().load(t1.source)
+    model = RewardTask().load(t1.source)
     assert type(model).__name__ == "Qwen2ForSequenceClassification"
     save_checkpoint(model, load_tokenizer(t1.source), folder, own_subfolder=True)
     return str(folder)
@@ -114,7 +118,7 @@ def direct_scores(ctx: StageContext, path: str, df: pd.DataFrame) -> np.ndarray:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    (enc,) = reward.RewardTask().buckets(load_tokenizer(path), df.assign(target=1), reward.hparams(ctx))
+    (enc,) = RewardTask().buckets(load_tokenizer(path), df.assign(target=1), ctx.layout(None).reward)
     assert enc["attention_mask"].sum(1).max() == MAX_LENGTH
     with torch.inference_mode():
         return torch.softmax(model(enc["input_ids"], attention_mask=enc["attention_mask"]).logits, -1)[:, 1].numpy()

@@ -28,8 +28,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from w2s_ray import node_cache
 
@@ -161,9 +159,9 @@ class Store:
         self.write_json(self.marker(art), {"attempt": attempt, "committed_at": time.time(), **meta})
 
 
-@ray.remote(num_cpus=0)
 class LeaseBook:
-    """Leases artifact keys to one builder at a time; a lease lapses unless renewed."""
+    """Leases artifact keys to one builder at a time; a lease lapses unless renewed. A Ray actor
+    (`lease_book`); Ray is imported on use, so reading a store (the dry run) never starts it."""
 
     def __init__(self) -> None:
         self.leases: dict[str, tuple[str, float]] = {}
@@ -188,12 +186,15 @@ class LeaseBook:
                 if expiry >= now and holder.startswith(prefix)]
 
 
-def lease_book(namespace_key: str) -> ray.actor.ActorHandle:
+def lease_book(namespace_key: str):
     """The sweep's lease book, made by the driver on the driver's node (the head under `ray job
     submit`): a worker node that is lost must not take the leases with it. Trials get the same
     actor by name."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return LeaseBook.options(name=f"w2s-leases-{namespace_key}", get_if_exists=True,
+    return ray.remote(num_cpus=0)(LeaseBook).options(name=f"w2s-leases-{namespace_key}", get_if_exists=True,
                              lifetime="detached", scheduling_strategy=here).remote()
 
 
@@ -221,7 +222,7 @@ class Builder:
 
     store: Store
     stage_log: StageLog
-    leases: ray.actor.ActorHandle
+    leases: Any  # the LeaseBook actor
     holder: str
     poll_s: float = 1.0
     seen: set[str] = field(default_factory=set)
@@ -232,6 +233,8 @@ class Builder:
         """Return `art`, committed; `build(folder)` writes its files and returns metadata."""
         if art.id in self.seen:  # already resolved by this builder: log each artifact once
             return art
+        import ray
+
         waited = False
         while not self.store.committed(art):
             if ray.get(self.leases.acquire.remote(art.id, self.holder, LEASE_TTL_S)):

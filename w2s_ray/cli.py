@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from w2s_ray.config import ConfigError, SweepConfig, load_config, preset_names
+from w2s_ray.config import ConfigError, SweepConfig, preset_names
 
 if TYPE_CHECKING:
     from w2s_ray.console import Console
@@ -69,8 +69,10 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    from w2s_ray.checks import checked_config
+
     try:
-        config = load_config(args.preset, overrides_from(args))
+        config = checked_config(args.preset, overrides_from(args))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -98,7 +98,7 @@ class InferenceSpec(Strict):
 
     backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="auto: vLLM on GPU nodes; on CPU the faster end to end for the stage "
-                            "(w2s_ray/stages/choose.py)")
+                            "(w2s_ray/runtime/choose.py)")
     batch_size: int = Field(64, gt=0, description="rows per Ray Data batch")
     engines_per_model: int = Field(1, ge=1, description="engines (or warm-worker tasks) that decode one "
                                                         "model's stage side by side")
@@ -200,25 +200,13 @@ class SweepConfig(Strict):
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
 
     @model_validator(mode="after")
-    def _check_names(self) -> SweepConfig:
-        from w2s_ray.capabilities import registry
-
-        known = registry.names()
-        for cap in self.capabilities:
-            if cap not in known:
-                raise ValueError(f"capabilities: unknown capability {cap!r}; allowed: {known}")
+    def _check_fields(self) -> SweepConfig:
+        """What a config can check alone; the names it shares with the registries of
+        capabilities, methods and model sizes are checked by `w2s_ray.checks`."""
         for cap in self.split_overrides:
             if cap not in self.capabilities:
                 raise ValueError(f"split_overrides: {cap!r} is not a configured capability; "
                                  f"allowed: {self.capabilities}")
-        for cap in self.capabilities:
-            try:
-                registry.get(cap).validate(self.sizes_for(cap).model_dump(), self.data_dir, self.evaluate_on)
-            except FileNotFoundError as err:  # a missing mirror file
-                raise ValueError(f"data_dir: {err}") from None
-            except ValueError as err:
-                field = f"split_overrides.{cap}" if cap in self.split_overrides else "splits"
-                raise ValueError(f"{field}: {err}") from None
         names = self.ladder.names()
         if len(set(names)) != len(names):
             raise ValueError(f"ladder.rungs: rung names must be unique, got {names}")
@@ -229,30 +217,13 @@ class SweepConfig(Strict):
                         raise ValueError(f"pairs: unknown rung {rung!r}; allowed: {names}")
                 if names.index(weak) >= names.index(strong):
                     raise ValueError(f"pairs: weak rung must be below strong, got ({weak}, {strong})")
-        if (self.train.toward_base or self.stage2.toward_base) and self.train.plan:
-            from w2s_ray.models import resources
-
-            for rung in self.ladder.rungs:
-                size = resources.size_of(rung)
-                if size and resources.training_hparams(self.train, size).strategy == "fsdp":
-                    field = "train.toward_base" if self.train.toward_base else "stage2.toward_base"
-                    raise ValueError(f"{field}: the resource plan trains rung {rung.name!r} "
-                                     "with fsdp, and weight averaging supports ddp only; allowed: 0 there")
         stage2_share = self.train.toward_base if self.stage2.toward_base is None else self.stage2.toward_base
         if self.stage2.anchor == "pretrained" and not stage2_share:
             raise ValueError("stage2.anchor: 'pretrained' is where stage-2 weight averaging returns, and "
                              "stage 2 averages nothing (stage2.toward_base, else train.toward_base, is 0); "
                              "allowed: 'stage1', or a share > 0")
-        from w2s_ray import methods
-
-        for name in self.methods:
-            methods.resolve(name, self.capabilities)
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: each method once, got {self.methods}")
-        for needed in ("weak", "ceiling"):
-            if needed not in self.methods:
-                raise ValueError(f"methods: {needed!r} is required (PGR is measured against it); "
-                                 f"allowed methods: {methods.allowed()}")
         return self
 
     def stage2_hparams(self) -> TrainHParams:

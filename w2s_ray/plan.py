@@ -12,7 +12,7 @@ Throughput model (stated assumptions, A100 80 GB, bf16):
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
   stops at EOS) / VLLM_TOKENS_PER_GPU_S[size] per GPU, batched greedy decoding.
 - an engine start: bf16 weights read at LOAD_GB_PER_S plus ENGINE_WARMUP_S (CUDA graphs, KV cache
-  profiling), on every GPU of the engine. Engine hosts (stages/engines.py) start one per model;
+  profiling), on every GPU of the engine. Engine hosts (runtime/engines.py) start one per model;
   the figure per inference stage is what a fresh engine per stage costs, and the real count lies
   between the two when training stops idle hosts for its GPUs.
 Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
@@ -29,7 +29,7 @@ from w2s_ray import analysis, methods
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.config import SweepConfig
-from w2s_ray.models import resources
+from w2s_ray.models import layout, resources, rungs
 from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import predictions
@@ -122,18 +122,18 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
     """Estimated peak memory per GPU of a GPU stage in the layout it will actually run with (the
     plan's row where `plan: true`, else the config's own fields); None for a CPU stage."""
     rung = stage.get("rung")
-    size = resources.size_of(config.ladder.rung(rung)) if rung else None
-    if size is None:
+    resolved = layout.resolve(config, rung) if rung else None
+    if resolved is None or resolved.size is None:
         return None
-    arch = resources.ARCHS[size]
+    arch = resources.ARCHS[resolved.size]
     if stage["stage"] in ("sft", "reward_model"):
-        hp = resources.training_hparams(config.train, size) if config.train.plan else config.train
+        hp = training_recipe(resolved, stage)
         if not hp.use_gpu:
             return None
         return resources.train_memory_gb(arch, resources.layout_of(hp), hp.max_length,
                                          bf16=hp.mixed_precision == "bf16")["total"]
     if stage["stage"] in ("generate", "reward_scores"):
-        inf = resources.inference_spec(config.inference, size) if config.inference.plan else config.inference
+        inf = resolved.inference
         if not inf.gpus_per_actor:
             return None
         tp = resources.InferPlan(inf.tensor_parallel_size)
@@ -142,28 +142,32 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
     return None
 
 
+def training_recipe(resolved: layout.Layout, stage: dict[str, Any]):
+    """The hyper-parameters a planned training stage runs with (stage 2 lays out as `train`)."""
+    return resolved.reward if stage["stage"] == "reward_model" else resolved.train
+
+
 def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     """(resource request, GPU-hours) of one planned stage."""
     rung = stage.get("rung")
-    size = resources.size_of(config.ladder.rung(rung)) if rung else None
+    resolved = layout.resolve(config, rung) if rung else None
+    size = resolved.size if resolved else None
     if stage["stage"] == "fetch" and size is not None:
         return f"download {2 * resources.ARCHS[size].params / 1e9:.0f} GB (bf16)", 0.0
     if stage["stage"] not in GPU_STAGES or size is None:
         return "CPU", 0.0
-    arch, plan = resources.ARCHS[size], resources.PLANS[size]
+    arch = resources.ARCHS[size]
     n, new_tokens = rows(config, stage)
     if stage["stage"] in ("sft", "reward_model"):
-        epochs = config.train.epochs
-        if stage["stage"] == "reward_model":
-            epochs = config.reward.epochs or epochs
-        flops = n * epochs * TRAIN_TOKENS * 6 * arch.params
-        t = plan.train
+        hp = training_recipe(resolved, stage)
+        flops = n * hp.epochs * TRAIN_TOKENS * 6 * arch.params
+        t = resources.layout_of(hp)
         request = (f"{t.workers} GPU {t.strategy} mb{t.micro_batch}x{t.grad_accum}"
-                   f"{' ac' if t.activation_checkpointing else ''}" if config.train.plan else
-                   f"{config.train.num_workers} x (CPU {config.train.cpus_per_worker}"
-                   f"{', GPU 1' if config.train.use_gpu else ''}) {config.train.strategy}")
+                   f"{' ac' if t.activation_checkpointing else ''}" if hp.plan else
+                   f"{hp.num_workers} x (CPU {hp.cpus_per_worker}"
+                   f"{', GPU 1' if hp.use_gpu else ''}) {hp.strategy}")
         return request, flops / (A100_BF16_FLOPS * MFU) / 3600
-    tp = plan.infer.tensor_parallel
+    tp = resolved.inference.tensor_parallel_size
     if stage["stage"] == "reward_scores":
         return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (A100_BF16_FLOPS * MFU) / 3600
     return f"{tp} GPU vLLM tp{tp}", new_tokens / VLLM_TOKENS_PER_GPU_S[size] / 3600
@@ -180,10 +184,11 @@ def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
     def hours(starts) -> float:
         total = 0.0
         for _, rung in starts:
-            size = resources.size_of(config.ladder.rung(rung))
+            resolved = layout.resolve(config, rung)
+            size = resolved.size
             if size is None:
                 continue
-            gpus = resources.PLANS[size].infer.tensor_parallel
+            gpus = resolved.inference.tensor_parallel_size
             seconds = 2 * resources.ARCHS[size].params / 1e9 / LOAD_GB_PER_S + ENGINE_WARMUP_S
             total += gpus * seconds / 3600
         return total
@@ -223,7 +228,7 @@ def dry_run(config: SweepConfig) -> str:
               *[f"hub revision of {r.name}: {r.model}@{r.revision}"
                 + (" (neither the hub nor this machine's cache answered; the run pins it at its start)"
                    if r.revision == fetch.UNPINNED else "")
-                for r in config.ladder.rungs if fetch.is_hub(r)],
+                for r in config.ladder.rungs if rungs.kind(r) == "hub"],
               (f"model: training 6 x params x tokens at {A100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}, "
               f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU {VLLM_TOKENS_PER_GPU_S}")]
     return "\n".join(lines)

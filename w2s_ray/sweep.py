@@ -21,11 +21,12 @@ from ray import tune
 from w2s_ray import analysis
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
+from w2s_ray.ladder.publish import publish_tiny_ladder, rung_parameters, tiny_rungs
 from w2s_ray.methods import NotApplicable, targets
-from w2s_ray.models.ladder import publish_tiny_ladder, rung_parameters, tiny_rungs
 from w2s_ray.progress import TRAINING_STAGES, SweepProgress
 from w2s_ray.report import write_results
-from w2s_ray.stages import data, engines, fetch
+from w2s_ray.runtime import engines
+from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate, metric_rows
 
@@ -125,9 +126,10 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
               progress: SweepProgress | None = None) -> SweepResult:
     """Run the grid; tables cover every (pair, seed) that finished, failures are listed.
     `progress` is started here, once the plan's keys can be known; its owner stops it."""
-    # Pinned once here: every trial then trains from the same commit of each hub rung.
     started = time.time()
-    config = fetch.pin_revisions(config.with_absolute_roots(), fetch.resolve_revision)
+    unready = fetch.unprepared(config)
+    if unready:
+        raise ValueError(f"run_sweep: {unready}")
     run_id = run_id or new_run_id()
     store = Store(config.storage)
     leases = leases_for(store)  # made by the driver, before any trial can race to create it
@@ -137,7 +139,8 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
     store.write_json(f"{run_folder}/config.json", config.model_dump(mode="json"))
     if progress is not None:
         progress.start(config, store, run_id, leases)
-    publish_tiny_ladder(store, tiny_rungs(config.ladder.rungs), StageLog(store, config.name, run_id))
+    publish_tiny_ladder(Builder(store, StageLog(store, config.name, run_id), leases, holder=f"{run_id}-ladder"),
+                        tiny_rungs(config.ladder.rungs))
     trainable = tune.with_resources(run_trial, {"cpu": config.sweep.trial_cpus,
                                                 "memory": int(config.sweep.trial_memory_gb * 2**30)})
     tuner = tune.Tuner(

@@ -33,7 +33,7 @@ def ours(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Two-stage: the wts model continues on the reward model's selection D̈^b (Eq. 9-10)."""
     chosen = selected(ctx, weak, strong)
     caps = selected_capabilities(ctx, chosen)
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, ctx.config.stage2_hparams(), tag="ours",
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, "stage2", tag="ours",
                  anchor=stage2_anchor(ctx, strong))
     return evaluated_on(ctx, ctx.model(stage2), caps)
 
@@ -45,7 +45,7 @@ def ours_random(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Ta
     caps = selected_capabilities(ctx, chosen)
     subset = derive(ctx, "random_subset", 1, [weak_labels(ctx, weak), chosen],
                     {"seed": ctx.seed}, lambda w, s: same_size_random(w, s, ctx.seed))
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, ctx.config.stage2_hparams(), tag="ours-random",
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, "stage2", tag="ours-random",
                  anchor=stage2_anchor(ctx, strong))
     return evaluated_on(ctx, ctx.model(stage2), caps)
 

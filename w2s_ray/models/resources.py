@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from w2s_ray.config import InferenceSpec, RungSpec, TrainHParams
+from w2s_ray.models import rungs
 
 GPU_GB = 80.0
 FIT_GB = 0.9 * GPU_GB
@@ -168,7 +169,7 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
         "activations": activations,
         "logits": LOGIT_B * tokens * arch.vocab,
     }
-    # The loop AdamW (stages/train.py) holds one tensor's temporaries at a time, the largest the
+    # The loop AdamW (runtime/trainer.py) holds one tensor's temporaries at a time, the largest the
     # head; torch's default on CUDA, foreach, would hold a copy of every parameter.
     step = {"weights": resident["weights"], "adam": resident["adam"], "grads": GRAD_B * params,
             "ddp_buckets": resident["ddp_buckets"], "step_temporaries": head_grad}
@@ -196,7 +197,10 @@ def infer_memory_gb(arch: Arch, plan: InferPlan, seq: int = SEQ, dtype_bytes: in
 
 
 def size_of(rung: RungSpec) -> str | None:
-    """The plan row of a rung: its name or hub id names the size (`7b`, `Qwen/Qwen1.5-7B`)."""
+    """The plan row of a rung: its name or hub id names the size (`7b`, `Qwen/Qwen1.5-7B`); a
+    tiny rung has none."""
+    if rungs.kind(rung) == "tiny":
+        return None
     for text in (rung.name, rung.model.rsplit("/", 1)[-1]):
         found = re.search(r"(\d+(?:\.\d+)?)[bB]\b", text)
         if found and f"{found.group(1)}b" in PLANS:

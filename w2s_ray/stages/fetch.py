@@ -16,18 +16,11 @@ from pathlib import Path
 
 from w2s_ray.artifacts import Artifact, Builder, Store
 from w2s_ray.config import RungSpec, SweepConfig
+from w2s_ray.models import rungs
 
 VERSION = 1
 #: what `from_pretrained` and vLLM read; other formats a repository may carry are skipped
 FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
-
-
-def is_hub(rung: RungSpec) -> bool:
-    """A hub id (`org/name`) rather than a tiny rung or a local path."""
-    model = rung.model
-    if model.startswith(("tiny:", "/", ".", "~")) or Path(model).is_dir():
-        return False
-    return model.count("/") == 1
 
 
 def cached_revision(model: str) -> str | None:
@@ -74,9 +67,22 @@ def planned_revision(rung: RungSpec) -> str:
 
 def pin_revisions(config: SweepConfig, resolve: Callable[[RungSpec], str | None]) -> SweepConfig:
     """`config` with every hub rung's revision set (`resolve` for those left unset)."""
-    rungs = [r.model_copy(update={"revision": resolve(r)}) if is_hub(r) and r.revision is None else r
-             for r in config.ladder.rungs]
-    return config.model_copy(update={"ladder": config.ladder.model_copy(update={"rungs": rungs})})
+    pinned = [r.model_copy(update={"revision": resolve(r)}) if rungs.kind(r) == "hub" and r.revision is None
+              else r for r in config.ladder.rungs]
+    return config.model_copy(update={"ladder": config.ladder.model_copy(update={"rungs": pinned})})
+
+
+def unprepared(config: SweepConfig) -> str | None:
+    """Why `config` cannot start a sweep as it is, if so: its roots must be absolute (every Ray
+    process has its own working directory) and every hub rung pinned (every trial then trains
+    from the same commit). The driver prepares both once, before Ray starts (`load_config`,
+    `pin_revisions`)."""
+    if config.with_absolute_roots() != config:
+        return "storage and data_dir must be absolute paths or URIs (config.load_config makes them so)"
+    unpinned = [r.name for r in config.ladder.rungs if rungs.kind(r) == "hub" and r.revision is None]
+    if unpinned:
+        return f"hub rungs {unpinned} have no revision (fetch.pin_revisions pins them)"
+    return None
 
 
 def artifact(rung: RungSpec) -> Artifact:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids, tokenizer_path
-from w2s_ray.stages.backends import TransformersScorer, cut_at_stop, stops_of
+from w2s_ray.runtime.backends import TransformersScorer, cut_at_stop, stops_of
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class VLLMScorer:
 
     def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int,
                  tensor_parallel_size: int = 1, max_num_seqs: int = 256, max_model_len: int | None = None):
-        from w2s_ray.stages.reward import encode_pairs
+        from w2s_ray.runtime.encoding import encode_pairs
 
         served, why = vllm_serves(path)
         log.warning("reward scoring through %s: %s", "vLLM" if served else "transformers", why)

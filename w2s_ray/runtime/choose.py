@@ -19,7 +19,7 @@ import logging
 
 from w2s_ray.artifacts import Store
 from w2s_ray.config import InferenceSpec
-from w2s_ray.stages.context import ModelRef
+from w2s_ray.models.location import ModelRef
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ PROBE_SEED = 123
 
 def knowledge_probe(model_path: str, capabilities: tuple[str, ...], n: int = 100,
                     torch_threads: int = 1) -> dict[str, float]:
-    from w2s_ray.stages.backends import TransformersBackend
+    from w2s_ray.runtime.backends import TransformersBackend
 
     backend = TransformersBackend(model_path, torch_threads, "float32")
     result = {}

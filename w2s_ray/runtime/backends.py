@@ -7,7 +7,7 @@ greedy `completion`: every row ends at its own budget, at EOS, or just after its
 whichever comes first, in every backend, so their outputs can be compared token for token.
 Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good), on rows
 encoded exactly as the reward model was trained (`reward.encode_pairs` at its max_length). The
-vLLM backends live in `vllm_backend` (an optional extra) and are imported on use.
+vLLM backends live in `vllm_backend` (an optional extra); `inference.py` names both.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class TransformersScorer:
     def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification
 
-        from w2s_ray.stages.reward import encode_pairs
+        from w2s_ray.runtime.encoding import encode_pairs
 
         torch.set_num_threads(torch_threads)
         self.encode = functools.partial(encode_pairs, max_length=max_length)
@@ -89,19 +89,3 @@ class TransformersScorer:
         batch["score"] = torch.softmax(logits, -1)[:, 1].cpu().numpy()
         batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
         return batch
-
-
-def vllm_backend(*args, **kwargs):
-    from w2s_ray.stages.vllm_backend import VLLMBackend
-
-    return VLLMBackend(*args, **kwargs)
-
-
-def vllm_scorer(*args, **kwargs):
-    from w2s_ray.stages.vllm_backend import VLLMScorer
-
-    return VLLMScorer(*args, **kwargs)
-
-
-BACKENDS = {"transformers": TransformersBackend, "vllm": vllm_backend}
-SCORERS = {"transformers": TransformersScorer, "vllm": vllm_scorer}

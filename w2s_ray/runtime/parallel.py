@@ -1,36 +1,25 @@
 """How a training worker holds its model: DDP or FSDP2 full shard, mixed precision, activation
-checkpointing; resumable checkpoints through Ray Train; the final model gathered for save_pretrained.
+checkpointing, and the final model gathered for save_pretrained. Plain torch.distributed, no Ray:
+the process group and the device come from whoever runs the loop (Ray Train's workers, or
+`torchrun` and the GPU check), and the resumable checkpoints that need Ray Train are in
+`checkpoints.py`.
 
 FSDP is wrapped here with torch's `fully_shard` rather than Ray's `prepare_model(parallel_strategy=
 "fsdp")`, which refuses CPU workers: the same code then runs on gloo here and NCCL on a cluster.
-Resumable checkpoints are torch.distributed.checkpoint (DCP) folders: each rank writes only its
-own shards (`__<rank>_0.distcp`), Ray Train uploads every rank's files into one checkpoint folder
-of the run, and a restarted run reads it back with `ray.train.get_checkpoint()`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import tempfile
-from pathlib import Path
-from typing import Any
 
-import ray.train
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
-    get_state_dict,
     set_model_state_dict,
-    set_state_dict,
 )
 
 from w2s_ray.config import TrainHParams
-from w2s_ray.stages.shard_reader import StoreReader
-
-PROGRESS = "progress.json"
 
 
 def reads_weights(hp: TrainHParams, rank: int, world: int) -> bool:
@@ -38,12 +27,12 @@ def reads_weights(hp: TrainHParams, rank: int, world: int) -> bool:
     return hp.strategy != "fsdp" or world == 1 or rank == 0
 
 
-def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.Module:
+def load(task, path: str, hp: TrainHParams, rank: int, world: int, dev: torch.device) -> torch.nn.Module:
     """The model as this worker trains it. Under FSDP only rank 0 reads the checkpoint into host
     memory; the other ranks build it on the meta device and receive their shards from rank 0
     (72B in fp32 is 290 GB: eight copies on one 8-GPU node would not fit its 1.1 TB)."""
     if hp.strategy != "fsdp" or world == 1:
-        return wrap(task.load(path), hp, world)
+        return wrap(task.load(path), hp, world, dev)
     if rank == 0:
         model = task.load(path)
         full = model.state_dict()  # keeps the full tensors while fully_shard replaces the params
@@ -51,9 +40,9 @@ def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.M
         with torch.device("meta"):
             model = task.empty(path)
         full = {}
-    model = wrap(model, hp, world)
+    model = wrap(model, hp, world, dev)
     if rank != 0:
-        model.to_empty(device=device(hp, world))
+        model.to_empty(device=dev)
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
                                                                broadcast_from_rank0=True))
     for buffer in model.buffers():  # non-persistent ones (rotary frequencies) are not in `full`
@@ -61,14 +50,16 @@ def load(task, path: str, hp: TrainHParams, rank: int, world: int) -> torch.nn.M
     return model
 
 
-def wrap(model: torch.nn.Module, hp: TrainHParams, world: int) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, hp: TrainHParams, world: int, dev: torch.device) -> torch.nn.Module:
     """DDP or FSDP2 around `model`; a single process keeps it unwrapped."""
     if hp.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if world == 1:
-        return model.to(device(hp, world))
+        return model.to(dev)
     if hp.strategy == "ddp":
-        return ray.train.torch.prepare_model(model)
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model.to(dev), device_ids=[dev] if dev.type == "cuda" else None)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     # No `.to(device)` first: fully_shard moves each unit to the device as it shards it, so the
@@ -86,10 +77,6 @@ def wrap(model: torch.nn.Module, hp: TrainHParams, world: int) -> torch.nn.Modul
     return model
 
 
-def device(hp: TrainHParams, world: int) -> torch.device:
-    return ray.train.torch.get_device() if hp.use_gpu or world > 1 else torch.device("cpu")
-
-
 def autocast(hp: TrainHParams, dev: torch.device):
     """bf16 compute for DDP / single workers; FSDP casts through its own policy instead."""
     on = hp.mixed_precision == "bf16" and hp.strategy != "fsdp"
@@ -104,37 +91,6 @@ def gradient_sync(model: torch.nn.Module, sync: bool):
     if hasattr(model, "no_sync") and not sync:  # DDP
         return model.no_sync()
     return contextlib.nullcontext()
-
-
-def save_resumable(model, opt, sched, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Every rank writes its shards and reports them; Ray Train keeps the latest checkpoint."""
-    model_sd, optim_sd = get_state_dict(model, opt)
-    with tempfile.TemporaryDirectory() as tmp:
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-        if ray.train.get_context().get_world_rank() == 0:
-            Path(tmp, PROGRESS).write_text(json.dumps({**progress, "sched": sched.state_dict()}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def restore(model, opt, sched) -> dict[str, Any] | None:
-    """Load the run's latest checkpoint, if a previous attempt of this run reported one. Each rank
-    reads its own shards straight from the store; `resume_reads` says what every rank read."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    model_sd, optim_sd = get_state_dict(model, opt)
-    state = {"model": model_sd, "optim": optim_sd}
-    reader = StoreReader(checkpoint.filesystem, checkpoint.path)
-    dcp.load(state, storage_reader=reader)
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{PROGRESS}") as f:
-        progress = json.loads(f.read())
-    sched.load_state_dict(progress.pop("sched"))
-    reads = [dict(reader.requested)]
-    if torch.distributed.is_initialized():
-        reads = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(reads, dict(reader.requested))
-    return {**progress, "resume_reads": reads}
 
 
 def full_state_dict(model: torch.nn.Module, hp: TrainHParams) -> dict[str, torch.Tensor]:

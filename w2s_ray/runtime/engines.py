@@ -26,7 +26,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from w2s_ray.config import InferenceSpec
-from w2s_ray.stages.context import local_model_path
+from w2s_ray.models.location import ModelLocation
 
 
 class GPUUnavailable(RuntimeError):
@@ -36,7 +36,7 @@ class GPUUnavailable(RuntimeError):
 class EngineHost:
     """Holds one backend (a vLLM engine, or a transformers model on the actor's device)."""
 
-    def __init__(self, backend: Callable, root: str, source: str, stored: bool, torch_threads: int,
+    def __init__(self, backend: Callable, location: ModelLocation, torch_threads: int,
                  dtype: str, options: dict, gpus: float = 0.0):
         import torch
 
@@ -46,7 +46,7 @@ class EngineHost:
                 f"{torch.__version__}, CUDA build {torch.version.cuda}); it would decode on CPU while "
                 "holding the GPUs. Install a CUDA build of torch on the GPU nodes, or set "
                 "inference.gpus_per_actor: 0")
-        self.impl = backend(local_model_path(root, source, stored), torch_threads, dtype, **options)
+        self.impl = backend(location.local(), torch_threads, dtype, **options)
 
     def __call__(self, batch):
         return self.impl(batch)

@@ -1,0 +1,116 @@
+"""Fine-tuning through Ray Train's TorchTrainer: the worker loop around `trainer.optimize`.
+
+`train.num_workers: 0` runs Ray Train's local mode: the same `ray.train` API without a worker
+group, in a Ray task that holds `cpus_per_worker` CPUs (a task, not the trial's own process,
+because Ray refuses `ray.train` calls inside a Tune session). On this 2-core machine that removes
+most of Ray Train's fixed cost per `fit()` (controller, worker-group start, polling; measured in
+benchmarks/overhead.py), which the tiny sweep pays dozens of times. `num_workers >= 1` runs a
+worker group, DDP or FSDP (`parallel.py`), that checkpoints as it goes and resumes a run of the
+same name after the driver died.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from w2s_ray.artifacts import Store
+from w2s_ray.config import TrainHParams
+from w2s_ray.models.location import ModelLocation
+from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint, tokenizer_path
+from w2s_ray.runtime import engines, parallel
+from w2s_ray.runtime.checkpoints import RayTrainCheckpoints
+from w2s_ray.runtime.trainer import optimize, toward_base
+
+OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
+#: the file of a trained model's folder that holds what its training run measured
+METRICS = "train_metrics.json"
+
+
+def anchor_weights(task, anchor: ModelLocation | None, model) -> dict[str, torch.Tensor]:
+    """The weights averaging moves back toward: the loaded base's, or the `anchor` model's."""
+    if anchor is None:
+        return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters()}
+    loaded = task.load(anchor.local())
+    prefix = "module." if hasattr(model, "module") else ""  # DDP's names
+    return {prefix + k: p.detach() for k, p in loaded.named_parameters()}
+
+
+def train_loop(cfg: dict[str, Any]) -> None:
+    task, base = cfg["task"], cfg["model"]
+    tc = ray.train.get_context()
+    rank, world = tc.get_world_rank(), tc.get_world_size()
+    hp = TrainHParams(**cfg["hp"])
+    torch.set_num_threads(hp.torch_threads)
+    torch.manual_seed(cfg["seed"])
+    store = Store(base.root)
+    dev = ray.train.torch.get_device() if hp.use_gpu or world > 1 else torch.device("cpu")
+    path = base.local(weights=parallel.reads_weights(hp, rank, world))
+    tok = load_tokenizer(path)
+    model = parallel.load(task, path, hp, rank, world, dev)
+    df = store.read_table(cfg["data"])
+    averaged = anchor_weights(task, cfg["anchor"], model) if hp.toward_base else None
+    # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
+    metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
+                       checkpoints=RayTrainCheckpoints() if hp.num_workers > 0 else None, dev=dev)
+    if averaged is not None:
+        toward_base(model, averaged, hp.toward_base)
+    metrics["lengths"] = task.lengths(tok, df, hp)
+    # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
+    weights = parallel.full_state_dict(model, hp) if world > 1 else None
+    if rank == 0:
+        trained = model.module if hasattr(model, "module") else model
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(trained, tok, tmp, own_subfolder=tokenizer_path(path) != path,
+                            state_dict=weights)
+            with open(f"{tmp}/{METRICS}", "w") as f:
+                json.dump(metrics, f)
+            store.upload_dir(tmp, cfg["out"])
+    ray.train.report({k: v for k, v in metrics.items() if k not in ("losses", "lengths")})
+
+
+def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
+    scaling = ScalingConfig(num_workers=hp.num_workers, use_gpu=hp.use_gpu,
+                            resources_per_worker={"CPU": hp.cpus_per_worker})
+    TorchTrainer(train_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run).fit()
+
+
+@ray.remote
+def _fit_local(cfg: dict[str, Any], run: RunConfig) -> None:
+    fit(cfg, TrainHParams(**cfg["hp"]), run)
+
+
+def run_training(task, model: ModelLocation, data: str, out: str, hp: TrainHParams, seed: int,
+                 name: str, anchor: ModelLocation | None = None) -> dict[str, Any]:
+    """Train `model` on the table at `data` and write the result to the store folder `out`;
+    returns what the run measured. `name` names the run under the store: a rerun after the
+    driver died finds its checkpoints there and resumes (ray.train.get_checkpoint); a lost
+    worker is retried. The run's resumable state (72B: 1.2 TB of shards) is removed after."""
+    store = Store(model.root)
+    cfg = {"model": model, "data": data, "out": out, "hp": hp.model_dump(), "seed": seed,
+           "task": task, "anchor": anchor}
+    run = RunConfig(name=name, storage_path=store.uri("ray_train"),
+                    failure_config=FailureConfig(max_failures=3),
+                    checkpoint_config=CheckpointConfig(num_to_keep=1))
+    if hp.use_gpu:
+        # Idle inference engines hold GPUs this training run needs.
+        ray.get(engines.book().release_idle.remote())
+    if hp.num_workers == 0:
+        # Outside the trial's placement group: the trial itself reserves almost nothing.
+        local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
+        ray.get(local.remote(cfg, run))
+    else:
+        fit(cfg, hp, run)
+    with store.fs.open_input_stream(f"{out}/{METRICS}") as f:
+        metrics = json.loads(f.read())
+    if store.exists(store.path("ray_train", name)):
+        store.fs.delete_dir(store.path("ray_train", name))
+    return metrics

@@ -1,0 +1,98 @@
+"""What a training run trains: the model class it loads, how its rows are encoded, its loss.
+
+`SFTTask` is causal-LM fine-tuning on (prompt, label_text) rows; `RewardTask` the reward model
+of paper Eq. 7, `AutoModelForSequenceClassification` with two labels (a fresh linear head on the
+last non-pad token), class-balanced within each capability: consistent samples usually outnumber
+the inconsistent ones, and an unweighted classifier would learn to keep everything. A task
+object travels inside the train loop's config, so it holds no state beyond what it needs to be
+rebuilt on a worker.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from w2s_ray.config import TrainHParams
+from w2s_ray.models.tokenizer import load_tokenizer
+from w2s_ray.runtime.encoding import Buckets, encode_buckets, encode_pairs, length_report
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
+class SFTTask:
+    """Causal-LM fine-tuning on (prompt, label_text) rows."""
+
+    loss = staticmethod(lm_loss)
+
+    def load(self, path: str):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+    def empty(self, path: str):
+        """The architecture without weights (built under the meta device by FSDP's ranks > 0)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+
+    def buckets(self, tok, df, hp: TrainHParams) -> Buckets:
+        return encode_buckets(tok, df, hp.max_length)
+
+    @staticmethod
+    def lengths(tok, df, hp: TrainHParams) -> dict[str, dict[str, int]]:
+        return length_report(tok, df, hp.max_length)
+
+
+def balanced_weights(df: pd.DataFrame) -> pd.Series:
+    """Per capability, each class carries half the weight, whatever its count."""
+    counts = df.groupby(["capability", "target"])["target"].transform("size")
+    per_cap = df.groupby("capability")["target"].transform("size")
+    return per_cap / (2.0 * counts)
+
+
+class RewardTask:
+    """The reward model's classifier and its class-balanced loss."""
+
+    def load(self, path: str):
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32)
+        # Pooling finds the last token by the pad id; base checkpoints often leave it unset.
+        model.config.pad_token_id = load_tokenizer(path).pad_token_id
+        return model
+
+    def empty(self, path: str):
+        """The architecture without weights (built under the meta device by FSDP's ranks > 0)."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(path, num_labels=2)
+        config.pad_token_id = load_tokenizer(path).pad_token_id
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+
+    def buckets(self, tok, df: pd.DataFrame, hp: TrainHParams) -> Buckets:
+        df = df.assign(weight=balanced_weights(df))
+        out = []
+        for _, g in df.groupby("capability", sort=True):
+            enc = encode_pairs(tok, g["prompt"].tolist(), g["label_text"].tolist(), hp.max_length)
+            out.append({**enc, "target": torch.tensor(g["target"].to_numpy()),
+                        "weight": torch.tensor(g["weight"].to_numpy(), dtype=torch.float32)})
+        return out
+
+    @staticmethod
+    def lengths(tok, df: pd.DataFrame, hp: TrainHParams) -> dict:
+        """Nothing to report: a row too long loses its prompt's start, by design (encode_pairs)."""
+        return {}
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        per_row = F.cross_entropy(logits.float(), batch["target"], reduction="none")
+        return (per_row * batch["weight"]).sum() / batch["weight"].sum()
+
+
+#: the training stage's task names (`stages/train.py`) -> what runs them
+TASKS = {"sft": SFTTask, "reward_model": RewardTask}
