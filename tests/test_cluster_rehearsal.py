@@ -3,9 +3,13 @@
 smoke sweep submitted through RAY_ADDRESS as `ray job submit` runs it. The head has no CPUs, as
 Ray advises for a large cluster, so every stage (the tiny ladder's build too) runs on a worker,
 and a worker node is killed while it trains; the sweep must still finish with the single-node run's table, having built no
-committed stage twice, and every model must have reached the nodes only through the store."""
+committed stage twice, and every model must have reached the nodes only through the store: once the ladder's rungs are
+in the store, every local copy of the ladder (the building node's, the driver's) is deleted, so a process that read a
+rung from a local folder instead would fail or build it again, and each rung must have been downloaded from the store
+into a worker node's cache."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +20,7 @@ from ray.cluster_utils import Cluster
 
 from w2s_ray import node_cache
 from w2s_ray.artifacts import StageLog, Store
+from w2s_ray.ladder import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two trials sharing the t1 weak model, so work spreads over both worker nodes.
@@ -48,7 +53,7 @@ def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_s
     assert local.returncode == 0, local.stderr[-4000:]
     reference = (tmp_path / "local" / "sweeps" / "smoke" / "results" / "pgr.md").read_text()
 
-    caches = {name: tmp_path / f"cache-{name}" for name in ("head", "w1", "w2")}
+    caches = {name: tmp_path / f"cache-{name}" for name in ("driver", "head", "w1", "w2")}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "env_vars": {"W2S_RAY_CACHE": str(caches["head"])}})
     try:
@@ -56,12 +61,20 @@ def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_s
             "W2S_RAY_CACHE": str(caches[n])}) for n in ("w1", "w2")}
         cluster.wait_for_nodes()
         storage = f"s3://w2s/{tmp_path.name}/store"
+        store = Store(storage)
+        rungs = [publish.artifact(name) for name in ("t1", "t2")]
         start = time.time()
         driver = subprocess.Popen([*CLI, "--storage", storage], cwd=tmp_path, text=True,
-                                  env={**os.environ, "RAY_ADDRESS": cluster.address},
+                                  env={**os.environ, "RAY_ADDRESS": cluster.address,
+                                       "W2S_RAY_CACHE": str(caches["driver"])},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        killed = None
+        killed, ladders_deleted = None, False
         while driver.poll() is None and killed is None and time.time() - start < 1200:
+            # The trials start only after the ladder is committed, so none has loaded a rung yet.
+            if not ladders_deleted and all(store.committed(r) for r in rungs):
+                for folder in caches.values():
+                    shutil.rmtree(folder / "tiny-ladder", ignore_errors=True)
+                ladders_deleted = True
             # Once its model has come from the store, so the kill lands mid-training.
             on_workers = [c for c in training_processes().values()
                           if c in workers and (Path(c) / "remote" / node_cache.DOWNLOADS).exists()]
@@ -74,15 +87,23 @@ def test_three_node_cluster_on_s3_survives_a_lost_node_with_the_local_table(s3_s
     finally:
         cluster.shutdown()
     assert driver.returncode == 0, err[-4000:]
-    assert killed is not None, "a worker node was killed while it trained"
 
-    store = Store(storage)
+    assert ladders_deleted, "the local ladders were deleted before any trial started"
+    rebuilt = [str(folder) for folder in caches.values() if (folder / "tiny-ladder").exists()]
+    assert not rebuilt, f"a process built the ladder again instead of reading it from the store: {rebuilt}"
+    fetched = {name: node_cache.downloads(folder / "remote") for name, folder in caches.items()}
+    assert sum(bool(d) for d in fetched.values()) >= 2, f"downloads per node: {fetched}"
+    assert not fetched["driver"] and not fetched["head"], "only the worker nodes load models"
+    for rung in rungs:
+        copies = [(name, d["entry"]) for name, events in fetched.items() for d in events
+                  if d["source"] == store.location(rung) and not d["entry"].endswith("-noweights")]
+        assert copies, f"{rung.id}: no node downloaded its weights from the store: {fetched}"
+        assert all((caches[name] / "remote" / entry / "model.safetensors").is_file() for name, entry in copies)
+
+    assert killed is not None, "a worker node was killed while it trained"
     table = store.fs.open_input_stream(store.path("sweeps", "smoke", "results", "pgr.md")).read()
     assert table.decode() == reference, "the cluster run's table equals the single-node run's"
     assert reference.splitlines()[2] in out
-
-    fetched = {name: node_cache.downloads(folder / "remote") for name, folder in caches.items()}
-    assert sum(bool(d) for d in fetched.values()) >= 2, f"downloads per node: {fetched}"
     log = StageLog(store, "smoke", "").frame()
     built = log[log["status"] == "built"]
     assert not built.duplicated(["stage", "key"]).any(), "no committed stage was built twice"

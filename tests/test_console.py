@@ -89,3 +89,18 @@ def test_progress_counts_each_planned_stage_once_and_names_what_each_trial_build
     snap = watcher.poll(fresh=True)
     assert (snap.done, snap.built, snap.running) == (4, 3, [])
     assert "ETA" not in headline(snap)
+
+
+def test_progress_says_what_pretrains_before_the_first_stage_and_how_far(ray_local, tmp_path):
+    config = load_config("smoke", {"storage": str(tmp_path)})
+    store = Store(config.storage)
+    watcher = StageWatcher(config, store, "run1", lease_book("progress-building"), [])
+    folder = StageLog(store, config.name, "run1").building_folder()
+    assert watcher.poll(fresh=True).building == []
+    store.write_json(f"{folder}/ladder-t4.json", {"what": "tiny ladder t4", "step": 500, "steps": 2000,
+                                                  "seconds": 50.0})
+    store.write_json(f"{folder}/ladder-t1.json", {"what": "tiny ladder t1", "step": 500, "steps": 500,
+                                                  "seconds": 29.0})
+    snap = watcher.poll(fresh=True)
+    assert snap.building == ["tiny ladder t4: step 500/2000, ETA 2:30"], "t1 is done: not shown"
+    assert headline(snap).endswith("| building tiny ladder t4: step 500/2000, ETA 2:30")

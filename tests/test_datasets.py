@@ -15,7 +15,7 @@ import datasets
 import pytest
 from datasets import ClassLabel, Features, Sequence, Value
 
-from w2s_ray.artifacts import Store
+from w2s_ray.artifacts import Artifact, StageLog, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.capabilities.base import SPLITS
 from w2s_ray.checks import checked_config
@@ -332,8 +332,21 @@ def test_smoke_sweep_runs_two_loaded_datasets_from_a_mirror_on_the_tiny_ladder(m
          "--set", "splits={labeled: 3, unlabeled: 3, test: 4}"],
         capture_output=True, text=True, timeout=1200, cwd=root, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = Store(str(storage)).read_table(f"{storage}/sweeps/smoke/results/rows.parquet")
+    store = Store(str(storage))
+    rows = store.read_table(f"{storage}/sweeps/smoke/results/rows.parquet")
     assert set(rows["capability"]) == {"mc_taco", "creak"}
     assert set(rows["method"]) == {"weak", "wts", "ceiling"}
     assert rows.query("metric == 'n'")["value"].eq(4).all()
-    assert rows.query("metric == 'accuracy'")["value"].between(0, 1).all()
+    # Each model's accuracy is its evaluation pass re-scored here: exact match of the answer
+    # extracted from its output with the gold answer, per capability.
+    log = StageLog(store, "smoke", "").frame()
+    acc = rows.query("metric == 'accuracy'").set_index(["method", "capability"])["value"]
+    items = store.read_table(f"{storage}/sweeps/smoke/results/items.parquet")
+    for method in ("weak", "wts", "ceiling"):
+        model = "sft/" + log.query("stage == 'sft' and tag == @method")["key"].iloc[0]
+        evaluated = log[(log["stage"] == "generate") & (log["tag"] == "evaluate")
+                        & (log["inputs"].str[0] == model)]
+        out = store.read_table(f"{store.location(Artifact('generate', evaluated['key'].iloc[0]))}/table.parquet")
+        assert sorted(out["uid"]) == sorted(items.loc[items["method"] == method, "uid"])
+        expected = (out["answer"] == out["gold"]).groupby(out["capability"]).mean()
+        assert acc[method].to_dict() == expected.to_dict(), method

@@ -1,5 +1,7 @@
-"""Inference on GPU actors runs on the GPU, or refuses to start: checked on a CPU-only torch."""
+"""Inference on GPU actors runs on the GPU, or refuses to start: each checked on what this machine
+has (the refusal on a torch that sees no CUDA device, the placement where one is seen)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,8 +13,9 @@ from w2s_ray.runtime.engines import EngineHost, GPUUnavailable
 from w2s_ray.runtime.inference import engine_options, max_generation_tokens
 
 
-def test_an_engine_host_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything():
-    assert not torch.cuda.is_available(), "this check needs a machine whose torch sees no GPU"
+def test_an_engine_host_holding_gpus_refuses_to_decode_on_cpu_before_loading_anything(monkeypatch):
+    # What a CPU build of torch on a GPU node reports; on a machine without CUDA, what it reports anyway.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(GPUUnavailable, match="gpus_per_actor=1.0 .* would decode on CPU"):
         EngineHost(TransformersBackend, ModelLocation("/", "/no/such/model"), torch_threads=1,
                    dtype="float32", options={}, gpus=1.0)
@@ -23,6 +26,28 @@ def test_transformers_backends_are_placed_on_the_actors_device():
     assert engine_options(gpu, "transformers", 64) == {"device": "cuda"}
     assert engine_options(cpu, "transformers", 64) == {"device": "cpu"}
     assert engine_options(gpu, "vllm", 64)["max_model_len"] == 64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="this machine's torch sees no CUDA device, so nothing can be placed on one; "
+                           "the refusal test covers this case")
+def test_a_stage_on_gpu_actors_decodes_on_the_gpu(ray_local, tiny_checkpoint):
+    import ray
+
+    from w2s_ray.runtime import engines
+    from w2s_ray.runtime.inference import model_dataset
+
+    class Placed(TransformersBackend):
+        def __call__(self, batch):
+            return super().__call__(batch) | {"device": np.full(len(batch["prompt"]), str(self.model.device))}
+
+    inf = InferenceSpec(gpus_per_actor=1, cpus_per_actor=0.5, batch_size=4)
+    df = pd.DataFrame({"prompt": ["to dazal twice , do"] * 8, "max_new_tokens": 4, "stop": "", "_row": range(8)})
+    with model_dataset(ray.data.from_pandas(df), inf, Placed, ModelLocation("/", tiny_checkpoint), "base:test",
+                       engine_options(inf, "transformers", 64), in_tasks=False) as ds:
+        out = ds.to_pandas()
+    ray.get(engines.book().release_idle.remote())  # the GPU back for the tests after this one
+    assert len(out) == len(df) and set(out["device"]) == {"cuda:0"}, set(out["device"])
 
 
 def test_vllm_context_bound_covers_every_prompt_and_budget_at_one_token_per_byte():

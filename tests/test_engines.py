@@ -59,11 +59,31 @@ def test_a_models_stages_share_one_engine_and_idle_ones_stop(ray_local, tmp_path
     assert ray.get(book.release_idle.remote()) == 0
 
 
-def test_warm_worker_loads_count_as_engine_starts(ray_local, tmp_path, two_models):
+def test_a_warm_worker_loads_a_model_once_for_every_stage_it_serves_and_each_load_is_counted(
+        ray_local, tmp_path, two_models):
+    """What warm workers guarantee: a worker process loads a model once and serves each later
+    batch of it, in any stage, from that copy; Ray picks the worker of each batch, so the loads
+    are one per worker process that served the model, not one in all, and the book counts each."""
+    import os
+    import uuid
+
+    import numpy as np
     import ray
 
     from w2s_ray.runtime import engines
     from w2s_ray.runtime.inference import model_dataset
+
+    class Traced(TransformersBackend):
+        """Tags each batch with its worker process and the model copy that decoded it."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.copy = uuid.uuid4().hex
+
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            return out | {"pid": np.full(len(out["prompt"]), os.getpid()),
+                          "copy": np.full(len(out["prompt"]), self.copy)}
 
     root = str(tmp_path)
     weak, _ = two_models
@@ -71,11 +91,15 @@ def test_warm_worker_loads_count_as_engine_starts(ray_local, tmp_path, two_model
     inf = InferenceSpec(batch_size=4, cpus_per_actor=0.5)
     df = pd.DataFrame({"prompt": ["to dazal twice , do"] * 8, "max_new_tokens": 4, "stop": "",
                        "_row": range(8)})
-    for _ in range(3):
-        with model_dataset(ray.data.from_pandas(df), inf, TransformersBackend, weak.at(root), weak.id, {"device": "cpu"},
+    served = []
+    for stage in range(3):
+        with model_dataset(ray.data.from_pandas(df), inf, Traced, weak.at(root), weak.id, {"device": "cpu"},
                            in_tasks=True) as ds:
-            ds.materialize()
-    # A warm worker loads the model once for all the batches it serves (two per stage here); Ray
-    # may hand each stage to another idle worker, so up to one load per stage.
-    loads = starts_since(engines.book(), before)[weak.id]
-    assert 1 <= loads <= 3
+            served.append(ds.to_pandas()[["pid", "copy"]].assign(stage=stage))
+    served = pd.concat(served)
+    assert len(served) == 3 * len(df)
+    copies = served.groupby("pid")["copy"].nunique()
+    assert (copies == 1).all(), f"a worker loaded the model again: copies per worker {copies.to_dict()}"
+    assert served.groupby("pid")["stage"].nunique().max() >= 2, \
+        f"no worker served two stages, so none kept its model between them: {served.to_dict('list')}"
+    assert starts_since(engines.book(), before) == {weak.id: served["copy"].nunique()}

@@ -66,7 +66,7 @@ def test_the_golden_check_names_the_stage_whose_output_changed_under_its_key(tmp
     commit(["yes", "no"])
     StageLog(store, "golden", "r1").record(art, "built", 1.0, tag="relabel")
     golden = tmp_path / "golden.json"
-    golden.write_text("{}")
+    golden.write_text('{"keys": {"relabel/other": "relabel"}, "outputs": {}}')
     with pytest.raises(AssertionError, match=r"new keys of \['relabel'\]"):
         golden_outputs.check(store, "golden", golden)
     with monkeypatch.context() as m:
@@ -75,6 +75,10 @@ def test_the_golden_check_names_the_stage_whose_output_changed_under_its_key(tmp
     golden_outputs.check(store, "golden", golden)
     commit(["yes", "yes"])  # the same key, another output
     with pytest.raises(AssertionError, match=r"relabel/\w+ \(relabel\): bump VERSION of relabel"):
+        golden_outputs.check(store, "golden", golden)
+    # Another platform's bits: its keys are checked, its outputs are not compared, and it says so.
+    monkeypatch.setattr(golden_outputs, "platform_id", lambda: "x86_64 AVX512 torch 2.13.0+cpu")
+    with pytest.warns(UserWarning, match=r"keys checked; no outputs recorded for platform 'x86_64 AVX512"):
         golden_outputs.check(store, "golden", golden)
 
 

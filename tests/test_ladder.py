@@ -20,16 +20,47 @@ def weights_hash(folder) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
-def test_a_rung_rebuilds_bit_for_bit_from_its_recipe(ray_local, tmp_path, monkeypatch):
-    hashes = []
-    for where in ("first", "second"):
-        monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / where))
-        assert tiny_ladder.build_ladder(["t1"]).name == ladder_recipe.RECIPE.key()
-        hashes.append(weights_hash(ladder_recipe.rung_path("t1")))
-    assert hashes[0] == hashes[1]
+def test_every_recipe_rung_is_shipped_with_the_package():
+    """A fresh clone copies its rungs instead of pretraining them; after a recipe change, `python
+    -m w2s_ray.ladder.ship` ships the new ones (and this names the missing)."""
+    missing = [r.name for r in ladder_recipe.RECIPE.rungs
+               if not (ladder_recipe.packaged_path(r.name) / "model.safetensors").is_file()]
+    assert not missing, f"rungs {missing} of recipe {ladder_recipe.RECIPE.key()} are not shipped: " \
+                        "run python -m w2s_ray.ladder.ship"
+    shipped = {p.name for p in ladder_recipe.PACKAGED.iterdir()}
+    assert shipped == {ladder_recipe.RECIPE.key()}, "only the current recipe's rungs are shipped"
+
+
+def test_a_build_copies_the_shipped_rungs(ray_local, tmp_path, monkeypatch):
+    monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path))
+    tiny_ladder.build_ladder(["t1", "t4"])
+    for name in ("t1", "t4"):
+        assert weights_hash(ladder_recipe.rung_path(name)) == weights_hash(ladder_recipe.packaged_path(name))
+    assert not ladder_recipe.rung_path("t2").exists()
     model = AutoModelForCausalLM.from_pretrained(ladder_recipe.rung_path("t1"))
     assert model.config.model_type == "qwen2" and model.config.head_dim == 32
     assert len(load_tokenizer(str(ladder_recipe.rung_path("t1")))) == model.config.vocab_size
+
+
+@pytest.mark.slow
+def test_pretraining_every_rung_from_its_recipe_gives_the_shipped_weights_bit_for_bit(
+        ray_local, tmp_path, monkeypatch):
+    """The shipped weights are what the recipe builds: pretrained here from scratch (the package's
+    copy unused), every rung's weights file is byte-identical to the shipped one, and the build
+    reports its steps where the progress display reads them."""
+    from w2s_ray.ladder.ship import built_on, platform_id
+
+    if built_on() != platform_id():
+        pytest.skip(f"the shipped rungs were pretrained on {built_on()!r}, this is {platform_id()!r}: "
+                    "bit-identity holds on one platform (torch's kernels differ by instruction set)")
+    monkeypatch.setenv("W2S_RAY_CACHE", str(tmp_path / "cache"))
+    store = Store(str(tmp_path / "store"))
+    tiny_ladder.build_ladder(packaged=False, report_to=(store.root, store.path("building")))
+    for rung in ladder_recipe.RECIPE.rungs:
+        assert weights_hash(ladder_recipe.rung_path(rung.name)) == \
+            weights_hash(ladder_recipe.packaged_path(rung.name)), rung.name
+        report = store.read_json(store.path("building", f"ladder-{rung.name}.json"))
+        assert report["step"] == report["steps"] == rung.steps
 
 
 def test_each_rung_states_the_facts_of_a_nested_share_of_the_items():

@@ -75,3 +75,10 @@ def test_the_design_document_lists_every_module():
                and not (rel := path.relative_to(PACKAGE).as_posix()).startswith("capabilities/")
                and rel not in names]
     assert not missing, f"docs/design.md's layout does not list {missing}"
+
+
+def test_the_readme_stays_a_guide():
+    """At most 120 lines; timings and their history live in docs/benchmarks.md, dated."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 120
+    assert not re.search(r"\b\d+ min \d+ s\b", readme), "timings belong in docs/benchmarks.md"

@@ -164,12 +164,18 @@ def test_reward_accuracy_is_named_out_of_fold_under_cross_fitting(ray_local, tmp
 def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tmp_path, tiny_checkpoint):
     """The reward scoring stage on rows whose answers are partly None (unparseable): every column
     a backend receives converts to Arrow as it is (no pickled fallback, no ArrowConversionError),
-    and the answers come back from Parquet as None, not float NaN."""
+    the answers come back from Parquet as None, not float NaN, and each row keeps its own score."""
+    import numpy as np
     import pyarrow as pa
+    import torch
+    from transformers import AutoModelForSequenceClassification
 
     from w2s_ray.models.location import ModelRef
+    from w2s_ray.models.tokenizer import load_tokenizer, save_checkpoint
     from w2s_ray.runtime.backends import TransformersScorer
+    from w2s_ray.runtime.encoding import encode_pairs
     from w2s_ray.runtime.inference import map_with_model
+    from w2s_ray.runtime.tasks import RewardTask
 
     class ArrowCheckedScorer(TransformersScorer):
         def __call__(self, batch):
@@ -177,16 +183,29 @@ def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tm
                 pa.array(list(values))  # what Ray does with the batch it gets back; raises on NaN + str
             return super().__call__(batch)
 
+    # A classifier with its head saved, so the Ray workers score with the weights read here.
+    reward_model = str(tmp_path / "reward")
+    torch.manual_seed(0)
+    save_checkpoint(RewardTask().load(tiny_checkpoint), load_tokenizer(tiny_checkpoint), reward_model,
+                    own_subfolder=True)
     ctx = context(tmp_path)
-    rows = scored([("a1", "scan", 0.0, 1), ("a2", "scan", 0.0, 0), ("a3", "scan", 0.0, 0)])
+    rows = scored([("a1", "scan", 0.0, 1), ("a2", "scan", 0.0, 0), ("a3", "scan", 0.0, 0)]).assign(
+        prompt=["to dazal , do", "to dazal twice , do", "to dazal left , do"],
+        label_text=["JUMP .", "JUMP JUMP .", "LTURN JUMP ."])
+    with torch.inference_mode():
+        enc = encode_pairs(load_tokenizer(reward_model), list(rows["prompt"]), list(rows["label_text"]), 64)
+        logits = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()(**enc).logits
+    expected = torch.softmax(logits, -1)[:, 1].numpy()
+    assert len(set(np.round(expected, 6))) == 3, "each row scores differently, so a row given another's score shows"
     # written and read back as a stage table: pandas' string dtype would make the None a NaN
     ctx.store.write_table(f"{tmp_path}/rows.parquet", rows.assign(answer=["JUMP", None, None]).drop(columns="score"))
     rows = ctx.store.read_table(f"{tmp_path}/rows.parquet")
     assert rows["answer"].tolist() == ["JUMP", None, None]
-    out, _ = map_with_model(ctx.config.inference, ctx.store, ModelRef("base:toy", tiny_checkpoint), rows,
-                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
-                            {"max_length": 64})
-    assert out["answer"].tolist() == ["JUMP", None, None] and out["score"].between(0, 1).all()
+    model = ModelRef("reward:toy", reward_model)
+    backends = {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}
+    out, _ = map_with_model(ctx.config.inference, ctx.store, model, rows, backends, ["score"], 64, {"max_length": 64})
+    assert out["answer"].tolist() == ["JUMP", None, None]
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, atol=1e-6)
     ctx.store.write_table(f"{tmp_path}/scored.parquet", out)
     back = ctx.store.read_table(f"{tmp_path}/scored.parquet")
     assert back["answer"].tolist() == ["JUMP", None, None]
@@ -194,7 +213,6 @@ def test_unparseable_answers_stay_none_through_scoring_and_parquet(ray_local, tm
     # a frame built in memory holds pandas' string dtype, NaN for None: only the backend's input
     # columns enter Ray Data, so that column is never converted there
     in_memory = rows.assign(answer=pd.Series(["JUMP", None, None], dtype="str"))
-    out, _ = map_with_model(ctx.config.inference, ctx.store, ModelRef("base:toy", tiny_checkpoint), in_memory,
-                            {"transformers": ArrowCheckedScorer, "vllm": ArrowCheckedScorer}, ["score"], 64,
+    out, _ = map_with_model(ctx.config.inference, ctx.store, model, in_memory, backends, ["score"], 64,
                             {"max_length": 64})
-    assert out["score"].between(0, 1).all()
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, atol=1e-6)

@@ -45,7 +45,7 @@ def test_table_averages_capabilities_then_seeds_and_reports_standard_errors():
     assert per_cap.loc["b", "pgr_wts"] == "0.500 ± 0.000"
 
 
-def test_a_method_without_a_capability_is_not_applicable_there_and_in_the_average():
+def test_a_method_without_a_capability_is_not_applicable_there_and_averaged_over_those_it_has():
     df = pd.DataFrame(rows(0, {"weak": (0.2, 0.4), "wts": (0.5, 0.5), "ceiling": (0.8, 0.6),
                                "ours": (0.6, 0.0)}))
     df = df[~((df["method"] == "ours") & (df["capability"] == "b"))]  # nothing selected for b
@@ -53,11 +53,49 @@ def test_a_method_without_a_capability_is_not_applicable_there_and_in_the_averag
     assert per_cap.loc["a", "ours"] == "0.600" and per_cap.loc["a", "pgr_ours"] == "0.667"
     assert per_cap.loc["b", "ours"] == "n/a" and per_cap.loc["b", "pgr_ours"] == "n/a"
     avg = pgr_table(df, order=["weak", "wts", "ours", "ceiling"]).iloc[0]
-    assert (avg["ours"], avg["pgr_ours"]) == ("n/a", "n/a"), "an average over fewer capabilities is no average"
+    # a's alone, weak and ceiling too: (0.6 - 0.2) / (0.8 - 0.2), not against both capabilities' 0.3 and 0.7
+    assert (avg["ours"], avg["pgr_ours"]) == ("0.600 (1 of 2 capabilities)", "0.667 (1 of 2 capabilities)")
+    assert (avg["weak"], avg["ceiling"]) == ("0.300", "0.700"), "weak and ceiling over every capability"
     assert avg["wts"] == "0.500" and avg["pgr_wts"] == "0.500"
     # a method that applied to no capability of any pair (nothing selected anywhere): its column says so
     none = pgr_table(df, per_capability=True, order=["weak", "wts", "ours", "ours-one-stage", "ceiling"])
     assert set(none["ours-one-stage"]) == {"n/a"} and set(none["pgr_ours-one-stage"]) == {"n/a"}
+
+
+def test_the_paper_presets_average_keeps_the_two_stage_methods_when_one_capability_selected_nothing():
+    """The paper's eight datasets, three seeds; in seed 1 nothing was selected on gsm8k, so the
+    three methods trained on the selection have no result there. Their average is over the
+    capabilities each seed has, with PGR against weak and the ceiling on the same ones."""
+    from w2s_ray.config import load_config
+
+    caps = load_config("qwen15-paper").capabilities
+    rng = np.random.default_rng(3)
+    two_stage = ["ours", "ours-random", "ours-one-stage"]
+    methods = ["weak", "wts", *two_stage, "ceiling"]
+    acc = {(seed, m, c): round(float(rng.uniform(0.2, 0.4) + 0.1 * methods.index(m)), 3)
+           for seed in range(3) for m in methods for c in caps
+           if not (seed == 1 and m in two_stage and c == "gsm8k")}
+    df = pd.DataFrame([{"sweep": "s", "weak": "0.5b", "strong": "1.8b", "seed": seed, "method": m,
+                        "capability": c, "metric": "accuracy", "value": v} for (seed, m, c), v in acc.items()])
+    avg = pgr_table(df, order=methods).set_index("capability").loc["average"]
+
+    def expected(method: str) -> tuple[float, float, float, float]:
+        """Mean ± s.e. over seeds of the accuracy and PGR, on the capabilities each seed has."""
+        means, gains = [], []
+        for seed in range(3):
+            own = [c for c in caps if (seed, method, c) in acc]
+            mean = {m: np.mean([acc[(seed, m, c)] for c in own]) for m in (method, "weak", "ceiling")}
+            means.append(mean[method])
+            gains.append((mean[method] - mean["weak"]) / (mean["ceiling"] - mean["weak"]))
+        return (np.mean(means), np.std(means, ddof=1) / np.sqrt(3),
+                np.mean(gains), np.std(gains, ddof=1) / np.sqrt(3))
+
+    for m in two_stage:
+        a, sa, p, sp = expected(m)
+        assert avg[m] == f"{a:.3f} ± {sa:.3f} (7-8 of 8 capabilities)", m
+        assert avg[f"pgr_{m}"] == f"{p:.3f} ± {sp:.3f} (7-8 of 8 capabilities)", m
+    a, sa, p, sp = expected("wts")
+    assert (avg["wts"], avg["pgr_wts"]) == (f"{a:.3f} ± {sa:.3f}", f"{p:.3f} ± {sp:.3f}")
 
 
 def test_selection_table_names_capabilities_with_nothing_selected():
@@ -146,6 +184,26 @@ def test_seed_to_seed_variance_widens_the_interval():
     assert half_width(spread) > 1.5 * half_width(steady)
 
 
+def test_the_intervals_average_a_method_over_its_own_capabilities_as_the_table_does():
+    """Nothing selected on scan: ours' average interval is over arithmetic alone, its PGR against
+    weak and the ceiling there, as pgr.md's; it is compared with no method averaged over more."""
+    rows, items, _ = results_of(seeds=(0, 1), caps=["arithmetic", "scan"], pairs=[("t1", "t2")])
+    rows, items = (d[~((d["method"] == "ours") & (d["capability"] == "scan"))] for d in (rows, items))
+    intervals, differences = bootstrap(rows, items, list(BASE), resamples=300)
+    avg = intervals[intervals["capability"] == "average"].set_index(["method", "metric"])
+    table = pgr_table(rows, order=list(BASE)).iloc[0]
+    assert table["ours"].startswith(f"{avg.loc[('ours', 'accuracy'), 'value']:.3f} ± ")
+    assert table["pgr_ours"].startswith(f"{avg.loc[('ours', 'pgr'), 'value']:.3f} ± ")
+    arithmetic = intervals[intervals["capability"] == "arithmetic"].set_index(["method", "metric"])
+    assert avg.loc[("ours", "accuracy"), "value"] == arithmetic.loc[("ours", "accuracy"), "value"]
+    assert avg.loc[("ours", "pgr"), "value"] == pytest.approx(arithmetic.loc[("ours", "pgr"), "value"])
+    assert avg.loc[("ours", "pgr"), "lo"] < avg.loc[("ours", "pgr"), "value"] < avg.loc[("ours", "pgr"), "hi"]
+    with_ours = differences[(differences["method_a"] == "ours") | (differences["method_b"] == "ours")]
+    assert len(with_ours) and with_ours["difference"].isna().all() and not with_ours["exceeds_interval"].any()
+    others = differences[(differences["method_a"] != "ours") & (differences["method_b"] != "ours")]
+    assert others["difference"].notna().all()
+
+
 def test_only_differences_beyond_their_interval_are_flagged():
     rows, items, _ = results_of(base={"weak": 0.3, "wts": 0.6, "ours": 0.6, "ceiling": 0.8})
     # ours scores exactly the items wts scores: a zero difference, however noisy each one is.
@@ -216,6 +274,16 @@ def write_full_report(folder: Path, seeds=(0, 1)) -> dict:
                       "ladder": {"rungs": [{"name": r, "model": f"tiny:{r}"} for r in ("t1", "t2", "t3", "t4")]}}}
     store = Store(str(folder))
     return write_results(store, store.path(), rows, notes, list(BASE), items=items, run=run)
+
+
+def test_weak_and_ceiling_alone_draw_every_figure_but_pgr(tmp_path):
+    """`--methods weak ceiling` is a valid sweep: with no method measured against them there is
+    no PGR to draw, and the report is still written."""
+    rows, items, notes = results_of(base={"weak": 0.3, "ceiling": 0.7})
+    store = Store(str(tmp_path))
+    write_results(store, store.path(), rows, notes, ["weak", "ceiling"], items=items)
+    check_image(tmp_path / "accuracy_vs_size.png")
+    assert not (tmp_path / "pgr.png").exists() and (tmp_path / "report.html").exists()
 
 
 def test_every_figure_and_the_page_from_full_results(tmp_path):

@@ -32,6 +32,9 @@ def test_trials_start_with_the_largest_pair_so_no_cpu_idles_at_the_end():
     assert order[:3] == [(("t3", "t4"), 0), (("t3", "t4"), 1), (("t2", "t4"), 0)]
     assert order[-1] == (("t1", "t2"), 1)
     assert sorted(order) == sorted((p, s) for p in config.pair_list() for s in (0, 1))
+    # as qwen15-scale.yaml says: its 72B pair first, the smaller ones beside it
+    assert [t["pair"] for t in trial_order(load_config("qwen15-scale"))] == [
+        ["32b", "72b"], ["7b", "32b"], ["4b", "7b"], ["1.8b", "4b"], ["0.5b", "1.8b"]]
 
 #: what Ray, Tune and the stages print, which belongs in the run's console.log, not the console
 CHATTER = ("Trial status", "Reported metrics", "Loading weights", "LOAD REPORT")
@@ -98,6 +101,47 @@ def test_smoke_sweep_in_a_fresh_folder_keeps_one_store_and_a_rerun_trains_nothin
     assert (tmp_path / "runs" / "sweeps" / "smoke" / "results" / "pgr.md").read_text() == table
     pd.testing.assert_frame_equal(store.read_table(f"{results}/rows.parquet"), rows)
     assert table.splitlines()[0] in first and table.splitlines()[0] in second
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_listed_while_the_others_tables_are_kept_and_the_command_exits_1(tmp_path):
+    """A rung whose checkpoint is damaged (its weights file cut short, as by an interrupted copy)
+    passes every check before Ray starts and fails its trial when the weak model loads; the
+    other trial's tables are still written, FAILED.txt names the failed one with its error, and
+    the next complete run removes FAILED.txt."""
+    import shutil
+
+    from w2s_ray.ladder import recipe as ladder_recipe
+    from w2s_ray.ladder import tiny_ladder
+
+    tiny_ladder.build_ladder(["t1"])
+    damaged = tmp_path / "t0"
+    shutil.copytree(ladder_recipe.rung_path("t1"), damaged)
+    weights = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    storage = str(tmp_path / "store")
+    rungs = f'ladder.rungs=[{{name: t0, model: {damaged}}}, {{name: t1, model: "tiny:t1"}}, {{name: t2, model: "tiny:t2"}}]'
+    cheap = ["--preset", "smoke", "--storage", storage, "--methods", "weak", "ceiling",
+             "--set", "capabilities=[scan]", "--set", rungs]
+    proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / "scale_grid.py"), *cheap,
+                           "--set", "pairs=[[t1, t2], [t0, t2]]"],
+                          capture_output=True, text=True, timeout=1200, cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "1 trial(s) failed; the tables above leave them out:\nt0 -> t2 seed 0:" in proc.stderr
+    results = tmp_path / "store" / "sweeps" / "smoke" / "results"
+    failed = (results / "FAILED.txt").read_text()
+    assert re.fullmatch(r"t0 -> t2 seed 0: SafetensorError: [^\n]+\n", failed), failed
+    assert Store(storage).read_json(f"{results}/run.json")["trials"] == {"finished": 1, "failed": [failed.strip()]}
+    rows = pd.read_parquet(results / "rows.parquet")
+    assert set(zip(rows["weak"], rows["strong"])) == {("t1", "t2")}
+    assert set(rows["method"]) == {"weak", "ceiling"} and set(rows["capability"]) == {"scan"}
+    table = (results / "pgr.md").read_text()
+    assert "| t1 -> t2 |" in table and "t0" not in table and table.splitlines()[2] in proc.stdout
+
+    complete = run_cli(*cheap, "--set", "pairs=[[t1, t2]]", cwd=tmp_path)
+    assert "training stages executed: 0" in complete
+    assert not (results / "FAILED.txt").exists(), "a complete run removes the list of failures"
+    assert (results / "pgr.md").read_text() == table
 
 
 def check_items_and_report(store: Store, results: str, rows: pd.DataFrame, log: pd.DataFrame) -> None:

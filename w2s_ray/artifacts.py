@@ -202,8 +202,13 @@ class StageLog:
     """Per-sweep record of stage executions, one small object per event (object stores can't append)."""
 
     def __init__(self, store: Store, sweep: str, run_id: str):
-        self.store, self.run_id = store, run_id
+        self.store, self.sweep, self.run_id = store, sweep, run_id
         self.folder = store.path("sweeps", sweep, "stage_log")
+
+    def building_folder(self) -> str:
+        """Where work that runs before any stage (the tiny ladder's pretraining) reports its
+        progress during this run, for the progress display."""
+        return self.store.path("sweeps", self.sweep, "runs", self.run_id, "building")
 
     def record(self, art: Artifact, status: str, seconds: float, **extra: Any) -> None:
         event = {"run_id": self.run_id, "stage": art.stage, "key": art.key, "status": status,

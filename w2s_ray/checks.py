@@ -6,17 +6,61 @@ imports nothing of the package.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from w2s_ray import methods
 from w2s_ray.capabilities import registry
 from w2s_ray.config import ConfigError, SweepConfig, load_config
-from w2s_ray.models import layout
+from w2s_ray.models import layout, resources
+
+#: the stores the project opens (pyarrow.fs): a local path, or a URI with one of these schemes
+SCHEMES = ("file", "s3", "gs")
+
+
+def storage_problem(root: str) -> str | None:
+    """Why the project could not keep its artifacts under `root`, if so: a scheme pyarrow.fs does
+    not open here, a bucket that does not exist or cannot be read, a path that is a file, a local
+    folder this user cannot write. Asked once, before Ray starts (a store that fails later fails
+    inside a trial, after minutes of work)."""
+    scheme = root.split("://", 1)[0] if "://" in root else None
+    if scheme is not None and scheme not in SCHEMES:
+        return f"storage: {root!r}: unsupported scheme {scheme + '://'!r}; allowed: a local path or " \
+               f"{', '.join(s + '://' for s in SCHEMES)}"
+    if scheme in (None, "file"):
+        path = Path(root.removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            return f"storage: {root!r} is a file; allowed: a folder (made if missing) or a URI"
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            return f"storage: {root!r}: {existing} is a file, not a folder; allowed: a writable folder"
+        try:  # a real write: permission bits do not tell root, read-only mounts or /proc apart
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            return f"storage: {root!r}: cannot write in {existing} ({err.strerror}); allowed: a writable folder"
+        return None
+    import pyarrow.fs as pafs
+
+    try:
+        fs, base = pafs.FileSystem.from_uri(root)
+        bucket = base.split("/", 1)[0]
+        found = fs.get_file_info(bucket).type
+    except (OSError, ValueError) as err:  # no credentials, unreachable endpoint, malformed URI
+        return f"storage: {root!r} cannot be opened: {err}"
+    if found == pafs.FileType.NotFound:
+        return f"storage: bucket {bucket!r} of {root!r} does not exist (or these credentials cannot see it); " \
+               "allowed: an existing bucket"
+    return None
 
 
 def problem(config: SweepConfig) -> str | None:
-    """The first thing in `config` the registries do not allow, as a message that names the
-    field and what is allowed there; None when there is none."""
+    """The first thing in `config` the registries or the store do not allow, as a message that
+    names the field and what is allowed there; None when there is none."""
+    found = storage_problem(config.storage)
+    if found is not None:
+        return found
     known = registry.names()
     for cap in config.capabilities:
         if cap not in known:
@@ -35,6 +79,11 @@ def problem(config: SweepConfig) -> str | None:
                 field = "train.toward_base" if config.train.toward_base else "stage2.toward_base"
                 return (f"{field}: the resource plan trains rung {rung.name!r} with fsdp, and weight "
                         "averaging supports ddp only; allowed: 0 there")
+    over = over_memory(config)
+    if over and not config.sweep.allow_over_memory:
+        return (f"sweep.allow_over_memory: {over}; --dry-run lists every GPU stage's estimate. Allowed: "
+                "a layout that fits (train.num_workers, train.grad_accum, train.activation_checkpointing), "
+                "or true to start it anyway")
     for name in config.methods:
         try:
             methods.resolve(name, config.capabilities)
@@ -44,6 +93,48 @@ def problem(config: SweepConfig) -> str | None:
         if needed not in config.methods:
             return (f"methods: {needed!r} is required (PGR is measured against it); "
                     f"allowed methods: {methods.allowed()}")
+    return None
+
+
+def resource_problem(config: SweepConfig, cpus: float, gpus: int) -> str | None:
+    """Why a stage of `config` could never be scheduled on a Ray started here with `cpus` CPUs
+    and `gpus` GPUs, if so: Ray would wait for it forever, silently. (A cluster that autoscales
+    is not asked: its nodes appear as stages ask for them.)"""
+    if cpus < 1:
+        return f"--num-cpus: {cpus:g}; allowed: at least 1"
+    for rung in config.ladder.names():
+        lay = layout.resolve(config, rung)
+        for section, hp in (("train", lay.train), ("stage2", lay.stage2), ("reward", lay.reward)):
+            workers = max(1, hp.num_workers)
+            planned = " (the resource plan's)" if hp.plan and lay.arch else ""
+            if hp.cpus_per_worker * workers > cpus:
+                return (f"train.cpus_per_worker: {workers} x {hp.cpus_per_worker:g} CPUs{planned} for one "
+                        f"{section} stage of rung {rung!r}, but this machine's Ray has {cpus:g}; allowed: "
+                        f"train.num_workers x train.cpus_per_worker <= {cpus:g} (or --num-cpus)")
+            if hp.use_gpu and workers > gpus:
+                return (f"train.use_gpu: {workers} GPU(s){planned} for one {section} stage of rung {rung!r}, "
+                        f"but this machine has {gpus}; allowed: train.use_gpu false and train.plan false "
+                        "here, or a GPU cluster (docs/cluster.md)")
+        inf = lay.inference
+        if inf.cpus_per_actor > cpus:
+            return (f"inference.cpus_per_actor: {inf.cpus_per_actor:g}, but this machine's Ray has {cpus:g} "
+                    f"CPUs; allowed: at most {cpus:g}")
+        if inf.gpus_per_actor > gpus:
+            return (f"inference.gpus_per_actor: {inf.gpus_per_actor:g} for rung {rung!r}, but this machine "
+                    f"has {gpus} GPU(s); allowed: 0 and inference.plan false here, or a GPU cluster")
+    return None
+
+
+def over_memory(config: SweepConfig) -> str | None:
+    """The first GPU stage whose estimated peak per GPU exceeds FIT_GB, named with its estimate."""
+    from w2s_ray.plan import stage_memory_gb
+
+    for rung in config.ladder.names():
+        for stage in ("sft", "reward_model", "generate"):
+            gb = stage_memory_gb(config, {"stage": stage, "rung": rung})
+            if gb is not None and gb > resources.FIT_GB:
+                return (f"the {stage} stages of rung {rung!r} need an estimated {gb:.1f} GB per GPU, over the "
+                        f"{resources.FIT_GB:.0f} GB limit (90% of {resources.GPU_GB:.0f} GB)")
     return None
 
 

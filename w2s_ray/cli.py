@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,10 +67,18 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return out
 
 
+def local_gpus() -> int:
+    """GPUs a Ray started in this process would see (torch counts them as Ray does: the visible
+    CUDA devices)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from w2s_ray.checks import checked_config
+    from w2s_ray.checks import checked_config, resource_problem
 
     try:
         config = checked_config(args.preset, overrides_from(args))
@@ -81,6 +90,12 @@ def main(argv: list[str]) -> int:
 
         print(dry_run(config))
         return 0
+    if not os.environ.get("RAY_ADDRESS"):  # a Ray started here: what it has is known now
+        cpus = args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1
+        problem = resource_problem(config, cpus, local_gpus())
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     # Ray, torch and transformers load only now: --help, a config error and --dry-run skip them.
     from w2s_ray.artifacts import Store, cache_dir
     from w2s_ray.console import chatter_to

@@ -10,7 +10,7 @@ import itertools
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -61,6 +61,8 @@ class TrainHParams(Strict):
     schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="learning-rate decay after the warm-up")
     warmup_fraction: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
+    grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm of a step (clipped "
+                                                        "to it); null = no clipping")
     max_length: int = Field(256, gt=8, description="prompt + answer tokens, fixed batch shape")
     toward_base: float = Field(
         0.0, ge=0, lt=1, description="after training, move every weight this share of the way "
@@ -83,7 +85,7 @@ class TrainHParams(Strict):
     checkpoint_every: int = Field(
         0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch")
     plan: bool = Field(False, description="take workers, strategy, accumulation, checkpointing and "
-                                          "precision per model size from the resource plan")
+                                          "precision from the resource plan of each rung's architecture")
 
     @model_validator(mode="after")
     def _averaging_layout(self) -> TrainHParams:
@@ -94,7 +96,7 @@ class TrainHParams(Strict):
 
 
 class InferenceSpec(Strict):
-    """Generation through Ray Data: which backend, and the per-size resource plan it runs with."""
+    """Generation through Ray Data: which backend, and the resource plan it runs with."""
 
     backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="auto: vLLM on GPU nodes; on CPU the faster end to end for the stage "
@@ -114,7 +116,7 @@ class InferenceSpec(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights and compute dtype of the inference backend")
     plan: bool = Field(False, description="take tensor_parallel_size, gpus_per_actor and "
-                                          "concurrency per model size from the resource plan")
+                                          "concurrency from the resource plan of each rung's architecture")
 
     @model_validator(mode="after")
     def _engine_gpus(self) -> InferenceSpec:
@@ -133,6 +135,9 @@ class SweepSpec(Strict):
     trial_cpus: float = Field(0.0, ge=0, description="CPUs each (pair, seed) trial's recipe driver reserves")
     trial_memory_gb: float = Field(0.5, gt=0, description="memory each trial's recipe driver reserves "
                                    "(its placement group needs one non-zero resource)")
+    allow_over_memory: bool = Field(False, description="start GPU stages whose estimated peak per GPU "
+                                    "exceeds 90% of it (the dry run lists them); off, the sweep refuses "
+                                    "to start")
 
 
 class RewardSpec(Strict):
@@ -183,9 +188,9 @@ class SweepConfig(Strict):
                                 "or a list, e.g. [[t1, t3]]")
     methods: list[str] = Field(default_factory=lambda: ["weak", "wts", "ceiling"], min_length=1,
                                description="method names; see w2s_ray.methods.allowed()")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
-                             description="training seeds: one trial per (pair, seed)")
-    data_seed: int | Literal["same"] = Field(
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="training seeds (>= 0): one trial per (pair, seed)")
+    data_seed: Annotated[int, Field(ge=0)] | Literal["same"] = Field(
         0, description="draws D^a, D^b and the test split once for every training seed, so seeds "
                        "measure training variance on one test set; 'same' = each seed redraws them")
     evaluate_on: Literal["test", "validation"] = Field(
@@ -224,6 +229,8 @@ class SweepConfig(Strict):
                              "allowed: 'stage1', or a share > 0")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: each method once, got {self.methods}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: each seed once (a repeated seed would rerun the same trial), got {self.seeds}")
         return self
 
     def stage2_hparams(self) -> TrainHParams:
@@ -258,11 +265,21 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
+    """A preset's fields: a shipped preset by name, or a YAML file of the user's."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        return yaml.safe_load(Path(name).read_text())
-    if name not in preset_names():
+        text = Path(name).read_text()
+    elif name not in preset_names():
         raise ConfigError(f"preset: unknown preset {name!r}; allowed: {preset_names()} or a YAML path")
-    return yaml.safe_load(resources.files("w2s_ray").joinpath(f"presets/{name}.yaml").read_text())
+    else:
+        text = resources.files("w2s_ray").joinpath(f"presets/{name}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"preset: {name} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset: {name} must be a mapping of config fields (name: ..., storage: ...), "
+                          f"got {type(data).__name__}")
+    return data
 
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -273,7 +290,10 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: {k!r} is not a section")
-    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    try:
+        node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{dotted}: the value {value!r} is not valid YAML: {err}") from None
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:

@@ -209,9 +209,12 @@ NAMES = ("accuracy_vs_size", "pgr", "consistency", "selection")
 
 def draw(intervals: pd.DataFrame, notes: pd.DataFrame, pairs: list[tuple[str, str]],
          methods: list[str], params: dict[str, int | None]) -> dict[str, Figure]:
-    """Every figure the rows support: the analyses' figures only where the methods produced them."""
-    figs = {"accuracy_vs_size": accuracy_vs_size(intervals, pairs, methods, params),
-            "pgr": pgr(intervals, pairs, methods, params)}
+    """Every figure the rows support: PGR only where a method is measured against weak and
+    ceiling (`--methods weak ceiling` has none), the analyses' figures only where the methods
+    produced them."""
+    figs = {"accuracy_vs_size": accuracy_vs_size(intervals, pairs, methods, params)}
+    if ((intervals["metric"] == "pgr") & (intervals["capability"] == "average")).any():
+        figs["pgr"] = pgr(intervals, pairs, methods, params)
     present = set(notes["analysis"]) if not notes.empty else set()
     if present & set(PANELS):
         figs["consistency"] = consistency(notes, pairs, params)

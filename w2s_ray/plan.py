@@ -10,7 +10,9 @@ Throughput model (stated assumptions, A100 80 GB, bf16):
 - training: tokens x 6 x params / (312 TFLOP/s x MFU), tokens = rows x epochs x TRAIN_TOKENS;
 - reward scoring: a forward pass, tokens x 2 x params at the same MFU;
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
-  stops at EOS) / VLLM_TOKENS_PER_GPU_S[size] per GPU, batched greedy decoding.
+  stops at EOS) / tokens per GPU-second, batched greedy decoding: VLLM_TOKENS_PER_GPU_S's figures
+  at the Qwen-1.5 sizes' parameter counts, interpolated (log-log) between them and extended
+  along the nearest segment's slope beyond them.
 - an engine start: bf16 weights read at LOAD_GB_PER_S plus ENGINE_WARMUP_S (CUDA graphs, KV cache
   profiling), on every GPU of the engine. Engine hosts (runtime/engines.py) start one per model;
   the figure per inference stage is what a fresh engine per stage costs, and the real count lies
@@ -21,6 +23,8 @@ Training rows are upper bounds where a table is filtered (selection, subsets): D
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +41,9 @@ from w2s_ray.stages.evaluate import predictions
 A100_BF16_FLOPS = 312e12
 MFU = 0.35
 TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per capability bucket)
-VLLM_TOKENS_PER_GPU_S = {"0.5b": 20000, "1.8b": 12000, "4b": 7000, "7b": 4500, "14b": 2500,
-                         "32b": 1200, "72b": 600}
+#: decoded tokens per GPU-second by parameter count (Qwen-1.5 0.5B ... 72B)
+VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 4500, 14.2e9: 2500,
+                         32.5e9: 1200, 72.3e9: 600}
 GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
 INFERENCE_STAGES = ("generate", "reward_scores")
 LOAD_GB_PER_S = 2.0
@@ -120,12 +125,12 @@ def rows(config: SweepConfig, stage: dict[str, Any]) -> tuple[int, int]:
 
 def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
     """Estimated peak memory per GPU of a GPU stage in the layout it will actually run with (the
-    plan's row where `plan: true`, else the config's own fields); None for a CPU stage."""
+    plan's layout where `plan: true`, else the config's own fields); None for a CPU stage."""
     rung = stage.get("rung")
     resolved = layout.resolve(config, rung) if rung else None
-    if resolved is None or resolved.size is None:
+    if resolved is None or resolved.arch is None:
         return None
-    arch = resources.ARCHS[resolved.size]
+    arch = resolved.arch
     if stage["stage"] in ("sft", "reward_model"):
         hp = training_recipe(resolved, stage)
         if not hp.use_gpu:
@@ -151,12 +156,11 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     """(resource request, GPU-hours) of one planned stage."""
     rung = stage.get("rung")
     resolved = layout.resolve(config, rung) if rung else None
-    size = resolved.size if resolved else None
-    if stage["stage"] == "fetch" and size is not None:
-        return f"download {2 * resources.ARCHS[size].params / 1e9:.0f} GB (bf16)", 0.0
-    if stage["stage"] not in GPU_STAGES or size is None:
+    arch = resolved.arch if resolved else None
+    if stage["stage"] == "fetch" and arch is not None:
+        return f"download {2 * arch.params / 1e9:.0f} GB (bf16)", 0.0
+    if stage["stage"] not in GPU_STAGES or arch is None:
         return "CPU", 0.0
-    arch = resources.ARCHS[size]
     n, new_tokens = rows(config, stage)
     if stage["stage"] in ("sft", "reward_model"):
         hp = training_recipe(resolved, stage)
@@ -170,7 +174,16 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
     tp = resolved.inference.tensor_parallel_size
     if stage["stage"] == "reward_scores":
         return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (A100_BF16_FLOPS * MFU) / 3600
-    return f"{tp} GPU vLLM tp{tp}", new_tokens / VLLM_TOKENS_PER_GPU_S[size] / 3600
+    return f"{tp} GPU vLLM tp{tp}", new_tokens / vllm_tokens_per_gpu_s(arch.params) / 3600
+
+
+def vllm_tokens_per_gpu_s(params: float) -> float:
+    """VLLM_TOKENS_PER_GPU_S at `params`: linear in log-log between its two nearest points."""
+    points = sorted(VLLM_TOKENS_PER_GPU_S.items())
+    pairs = list(itertools.pairwise(points))
+    (p0, t0), (p1, t1) = next((pair for pair in pairs if params <= pair[1][0]), pairs[-1])
+    slope = math.log(t1 / t0) / math.log(p1 / p0)
+    return t0 * (params / p0) ** slope
 
 
 def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
@@ -185,11 +198,10 @@ def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
         total = 0.0
         for _, rung in starts:
             resolved = layout.resolve(config, rung)
-            size = resolved.size
-            if size is None:
+            if resolved.arch is None:
                 continue
             gpus = resolved.inference.tensor_parallel_size
-            seconds = 2 * resources.ARCHS[size].params / 1e9 / LOAD_GB_PER_S + ENGINE_WARMUP_S
+            seconds = 2 * resolved.arch.params / 1e9 / LOAD_GB_PER_S + ENGINE_WARMUP_S
             total += gpus * seconds / 3600
         return total
 
@@ -203,7 +215,7 @@ def dry_run(config: SweepConfig) -> str:
     config = fetch.pin_revisions(config, fetch.planned_revision)
     store = Store(config.storage)
     stages = plan_stages(config)
-    lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}"]
+    lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}{'GB/GPU':>8}"]
     total = done_h = 0.0
     n_done = 0
     for s in stages:
@@ -213,10 +225,11 @@ def dry_run(config: SweepConfig) -> str:
         done_h += hours if committed else 0.0
         n_done += committed
         memory = stage_memory_gb(config, s)
-        if memory is not None and memory > resources.FIT_GB:
-            request += f" OVER MEMORY: {memory:.0f} GB > {resources.FIT_GB:.0f}"
+        over = memory is not None and memory > resources.FIT_GB
+        estimate = "-" if memory is None else f"{memory:.1f}"
         lines.append(f"{s['stage']:<14}{s.get('tag', '')!s:<16}{s.get('rung') or '-'!s:<6}"
-                     f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}")
+                     f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}{estimate:>8}"
+                     + (f" OVER MEMORY (> {resources.FIT_GB:.0f})" if over else ""))
     naive_stages = plan_stages(config, naive=True)
     naive = sum(cost(config, s)[1] for s in naive_stages)
     lines += ["",
@@ -230,5 +243,6 @@ def dry_run(config: SweepConfig) -> str:
                    if r.revision == fetch.UNPINNED else "")
                 for r in config.ladder.rungs if rungs.kind(r) == "hub"],
               (f"model: training 6 x params x tokens at {A100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}, "
-              f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU {VLLM_TOKENS_PER_GPU_S}")]
+              f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU by parameters "
+              f"{ {f'{p / 1e9:g}B': t for p, t in VLLM_TOKENS_PER_GPU_S.items()} } (log-log between them)")]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from w2s_ray.artifacts import Artifact, Store
+from w2s_ray.artifacts import Artifact, StageLog, Store
 from w2s_ray.config import SweepConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ SKEW_S = 60.0
 #: seconds between listings of the stage-log folder: an object store bills and throttles LIST
 #: requests, and a remote sweep's stages take minutes, so its count may lag a few seconds
 LIST_EVERY_S = {"local": 1.0, "remote": 10.0}
+#: seconds between the lines a pipe or a log gets while work before the first stage runs
+BUILDING_EVERY_S = 30.0
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Snapshot:
     elapsed: float = 0.0
     eta: float | None = None
     running: list[tuple[str, str]] = field(default_factory=list)  # (trial, stage it builds)
+    building: list[str] = field(default_factory=list)  # work before the first stage, and how far
 
 
 def clock(seconds: float) -> str:
@@ -62,6 +65,8 @@ class StageWatcher:
         self.trials = {f"{run_id}-{w}-{s}-{seed}": f"{w} -> {s} seed {seed}"
                        for w, s in config.pair_list() for seed in config.seeds}
         self.folder = store.path("sweeps", config.name, "stage_log")
+        self.building_folder = StageLog(store, config.name, run_id).building_folder()
+        self.building: list[str] = []
         self.start = time.time()
         self.first_event: float | None = None
         self.seen_files: set[str] = set()
@@ -117,12 +122,29 @@ class StageWatcher:
         if fresh or now - self.listed_at >= self.list_every_s:
             self.listed_at = now
             self._read_events()
+            self.building = self._building()
         built = sum(s == "built" for s in self.status.values())
         snap = Snapshot(total=len(self.planned), done=len(self.status), built=built,
                         reused=len(self.status) - built,
-                        elapsed=time.time() - self.start, running=self._running())
+                        elapsed=time.time() - self.start, running=self._running(), building=self.building)
         snap.eta = self._eta()
         return snap
+
+    def _building(self) -> list[str]:
+        """What pretrains before the first stage (the tiny ladder's rungs), with its step, and
+        when it should end at the pace so far."""
+        out = []
+        for path in self.store.list_files(self.building_folder):
+            try:
+                report = self.store.read_json(path)
+            except (ValueError, OSError):  # a write in flight
+                continue
+            step, steps, seconds = report["step"], report["steps"], report["seconds"]
+            if step >= steps:
+                continue
+            eta = f", ETA {clock(seconds * (steps - step) / step)}" if step else ""
+            out.append(f"{report['what']}: step {step}/{steps}{eta}")
+        return sorted(out)
 
     def _eta(self) -> float | None:
         """The stages still to build, each at the mean time of the builds of its kind so far (a
@@ -142,15 +164,17 @@ class StageWatcher:
 
 def headline(s: Snapshot) -> str:
     eta = f" | ETA {clock(s.eta)}" if s.eta is not None and s.done < s.total else ""
+    building = f" | building {'; '.join(s.building)}" if s.building else ""
     return (f"{s.done}/{s.total} stages: {s.built} built, {s.reused} reused | "
-            f"elapsed {clock(s.elapsed)}{eta}")
+            f"elapsed {clock(s.elapsed)}{eta}{building}")
 
 
 def render(s: Snapshot) -> Group:
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=max(s.total, 1), completed=s.done, width=20), Text(headline(s)))
     rows = [Text(f"  {trial}: {stage}") for trial, stage in s.running]
-    if not s.done and not s.running:
+    rows += [Text(f"  building {line}") for line in s.building]
+    if not s.done and not s.running and not s.building:
         rows.append(Text("  preparing: tiny ladder, Ray Tune, first trials"))
     return Group(bar, *rows)
 
@@ -167,6 +191,7 @@ class SweepProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tenths_shown = -1
+        self._building_shown_at = float("-inf")
 
     def start(self, config: SweepConfig, store: Store, run_id: str, leases: Any) -> None:
         from w2s_ray.plan import plan_stages
@@ -196,8 +221,11 @@ class SweepProgress:
                     display.update(render(snap), refresh=True)
                 else:
                     tenths = snap.done * 10 // max(snap.total, 1)
-                    if stopping or (tenths > self._tenths_shown and snap.done < snap.total):
+                    # Pretraining before the first stage takes minutes: a line now and then.
+                    building = snap.building and time.time() - self._building_shown_at >= BUILDING_EVERY_S
+                    if stopping or building or (tenths > self._tenths_shown and snap.done < snap.total):
                         self._tenths_shown = tenths
+                        self._building_shown_at = time.time() if building else self._building_shown_at
                         self.console.print(headline(snap), soft_wrap=True)
                 if stopping:
                     return

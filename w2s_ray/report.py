@@ -39,21 +39,55 @@ NOT_APPLICABLE = "n/a"
 
 
 def accuracy_wide(rows: pd.DataFrame, per_capability: bool) -> pd.DataFrame:
-    """One row per (pair, seed, capability), one column per method; 'average' is over capabilities,
-    and missing (NaN) for a method without a result on every capability of its pair and seed."""
+    """One row per (pair, seed, capability), one column per method. 'average' is over the
+    capabilities each method has a result on; where that is fewer than the pair's (nothing was
+    selected for one), `caps:<method>` counts them and `weak:<method>`, `ceiling:<method>` are
+    weak's and the ceiling's averages over the same capabilities, which that method's PGR needs."""
     acc = rows[rows["metric"] == "accuracy"].rename(columns={"weak": "weak_rung", "strong": "strong_rung"})
     keys = ["weak_rung", "strong_rung", "seed", "method"]
+    index = ["weak_rung", "strong_rung", "seed", "capability"]
+    partial = pd.DataFrame()
     if not per_capability:
         caps = acc.groupby(keys[:3], sort=False)["capability"].transform("nunique")
         grouped = acc.assign(_all=caps).groupby(keys, as_index=False, sort=False)
-        complete = grouped["capability"].nunique()["capability"] == grouped["_all"].first()["_all"]
+        counts = grouped["capability"].nunique().rename(columns={"capability": "caps"})
+        counts = counts[counts["caps"] < grouped["_all"].first()["_all"]]
+        partial = references_over_own_capabilities(acc, counts, keys)
         acc = grouped["value"].mean().assign(capability="average")
-        acc["value"] = acc["value"].where(complete)
-    wide = acc.pivot_table(index=["weak_rung", "strong_rung", "seed", "capability"], columns="method",
-                           values="value", sort=False)
+    wide = acc.pivot_table(index=index, columns="method", values="value", sort=False)
     # pivot_table drops a method that is missing everywhere; it stays, as a column of NaN
     wide = wide.reindex(columns=[*wide.columns, *(m for m in pd.unique(acc["method"]) if m not in wide.columns)])
-    return wide.reset_index().rename_axis(columns=None)
+    wide = wide.reset_index().rename_axis(columns=None)
+    if not partial.empty:
+        wide = wide.merge(partial.assign(capability="average"), on=index, how="left")
+    return wide
+
+
+def references_over_own_capabilities(acc: pd.DataFrame, counts: pd.DataFrame, keys: list[str]
+                                     ) -> pd.DataFrame:
+    """Per (pair, seed) and method of `counts` (those with fewer capabilities than the pair):
+    that count, and weak's and the ceiling's mean accuracy over the method's own capabilities."""
+    if counts.empty:
+        return pd.DataFrame()
+    own = acc.merge(counts[keys], on=keys)[[*keys[:3], "method", "capability"]]
+    refs = acc[acc["method"].isin(["weak", "ceiling"])].rename(columns={"method": "reference"})
+    means = (own.merge(refs[[*keys[:3], "capability", "reference", "value"]], on=[*keys[:3], "capability"])
+             .groupby([*keys, "reference"], sort=False)["value"].mean().unstack("reference")
+             .reindex(columns=["weak", "ceiling"]).reset_index())
+    wide = means.merge(counts, on=keys).pivot_table(index=keys[:3], columns="method",
+                                                    values=["caps", "weak", "ceiling"], sort=False)
+    wide.columns = [f"{name}:{method}" for name, method in wide.columns]
+    return wide.reset_index()
+
+
+def capability_note(counts: pd.Series, defined: pd.Series, of: int) -> str:
+    """' (k of n capabilities)' where a method's average covers fewer than the pair's in some
+    seed (`counts` is NaN where it covers all); a range where seeds differ."""
+    k = counts.fillna(of)[defined]
+    if k.empty or k.min() == of:
+        return ""
+    lo, hi = int(k.min()), int(k.max())
+    return f" ({lo if lo == hi else f'{lo}-{hi}'} of {of} capabilities)"
 
 
 def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str] | None = None
@@ -62,18 +96,29 @@ def pgr_table(rows: pd.DataFrame, per_capability: bool = False, order: list[str]
 
     PGR is computed per seed and then averaged, so its spread shows seed-to-seed variation.
     Method columns follow `order` (the config's), else the rows'; a method of `order` without
-    any row (it applied to no pair) is a column of n/a.
+    any row (it applied to no pair) is a column of n/a. In the average, a method without a result
+    on some capability (nothing selected there) is averaged over those it has, its PGR against
+    weak and the ceiling over the same capabilities, and the cells say over how many.
     """
     wide = accuracy_wide(rows, per_capability)
     methods = [m for m in (order or pd.unique(rows["method"])) if m not in ("weak", "ceiling")]
     for m in methods:
         if m not in wide.columns:
             wide[m] = math.nan
-        wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(wide["weak"], wide[m], wide["ceiling"])]
+        weak, ceiling = wide["weak"], wide["ceiling"]
+        if f"caps:{m}" in wide.columns:
+            own = wide[f"caps:{m}"].notna()
+            weak, ceiling = weak.where(~own, wide[f"weak:{m}"]), ceiling.where(~own, wide[f"ceiling:{m}"])
+        wide[f"pgr_{m}"] = [pgr(w, x, c) for w, x, c in zip(weak, wide[m], ceiling)]
     cols = ["weak", *methods, "ceiling", *[f"pgr_{m}" for m in methods]]
+    all_caps = rows[rows["metric"] == "accuracy"].groupby(["weak", "strong"])["capability"].nunique()
     out = []
     for (w, s, cap), g in wide.groupby(["weak_rung", "strong_rung", "capability"], sort=False):
         row = {"pair": f"{w} -> {s}", "capability": cap, "seeds": len(g), **{c: mean_se(g[c]) for c in cols}}
+        for m in methods:
+            if f"caps:{m}" in g.columns:
+                note = capability_note(g[f"caps:{m}"], g[m].notna(), all_caps[(w, s)])
+                row[m], row[f"pgr_{m}"] = row[m] + note, row[f"pgr_{m}"] + note
         # a method with no accuracy here did not apply (e.g. nothing selected for the capability)
         row |= {c: NOT_APPLICABLE for m in methods if g[m].isna().all() for c in (m, f"pgr_{m}")}
         out.append(row)

@@ -5,8 +5,9 @@ One bootstrap combines both sources of error. Each replicate
    split (the default `data_seed`) share the weights, so the item sampling error is not averaged
    away over seeds that saw the same items, while seeds with their own split draw their own;
 2. resamples the seeds with replacement (seed-to-seed variance of training);
-3. recomputes each method's accuracy (mean over capabilities for 'average') and its PGR per seed,
-   then averages over the resampled seeds, as the tables do.
+3. recomputes each method's accuracy (mean over capabilities for 'average', over those it has
+   where nothing was selected for one) and its PGR per seed, then averages over the resampled
+   seeds, as the tables do.
 The interval is the 2.5th-97.5th percentile of the replicates. With one seed step 2 is a no-op
 and the interval is the test sampling error alone.
 
@@ -98,17 +99,20 @@ def pair_statistics(acc: pd.DataFrame, items: pd.DataFrame | None, methods: list
             per_cap[cap] = item_replicates(items[items["capability"] == cap], seeds, methods, rng, resamples)
         else:
             per_cap[cap] = binomial_replicates(one, seeds, methods, rng, resamples)
-    per_cap[AVERAGE] = np.mean([per_cap[c] for c in capabilities], axis=0)
     point = acc.pivot_table(index=["capability", "seed"], columns="method", values="accuracy"
                             ).reindex(columns=methods)
-    avg_point = point.groupby(level="seed").mean()
-    choice = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
     weak, ceiling = methods.index("weak"), methods.index("ceiling")
+    series = {cap: (reps, point.xs(cap, level="capability").reindex(seeds).to_numpy())
+              for cap, reps in per_cap.items()}
+    series = {cap: (reps, pgr_of(reps, weak, ceiling), obs, pgr_of(obs, weak, ceiling))
+              for cap, (reps, obs) in series.items()}
+    series[AVERAGE] = average_series(per_cap, point, capabilities, seeds, weak, ceiling)
+    # a method averaged over fewer capabilities than another is not compared with it
+    partial = set(np.flatnonzero(point.isna().any().to_numpy()))
+    choice = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
     intervals, differences = [], []
-    for cap, reps in per_cap.items():
-        obs = (avg_point if cap == AVERAGE else point.xs(cap, level="capability")).reindex(seeds).to_numpy()
-        for metric, seed_values, seed_obs in (("accuracy", reps, obs),
-                                              ("pgr", pgr_of(reps, weak, ceiling), pgr_of(obs, weak, ceiling))):
+    for cap, (reps, pgr_reps, obs, pgr_obs) in series.items():
+        for metric, seed_values, seed_obs in (("accuracy", reps, obs), ("pgr", pgr_reps, pgr_obs)):
             # Seed resampling: replicate b averages the seeds choice[b] drew, each on its items.
             stat = quiet_nan(np.nanmean, seed_values[choice, np.arange(resamples)[:, None]], axis=1)
             lo, hi = percentile(stat)
@@ -122,11 +126,39 @@ def pair_statistics(acc: pd.DataFrame, items: pd.DataFrame | None, methods: list
                 continue
             kept = [j for j, m in enumerate(methods) if m not in skip]
             for a, b in itertools.combinations(kept, 2):
+                if partial & {a, b}:
+                    differences.append({"metric": metric, "method_a": methods[a], "method_b": methods[b],
+                                        "difference": np.nan, "lo": np.nan, "hi": np.nan,
+                                        "exceeds_interval": False})
+                    continue
                 dlo, dhi = percentile(stat[:, a] - stat[:, b])
                 differences.append({"metric": metric, "method_a": methods[a], "method_b": methods[b],
                                     "difference": value[a] - value[b], "lo": dlo, "hi": dhi,
                                     "exceeds_interval": bool(dlo > 0 or dhi < 0)})
     return intervals, differences
+
+
+def average_series(per_cap: dict[str, np.ndarray], point: pd.DataFrame, capabilities: list[str],
+                   seeds: list, weak: int, ceiling: int) -> tuple[np.ndarray, ...]:
+    """The average's accuracy and PGR, replicates (seeds, resamples, methods) and observed (seeds,
+    methods), as the tables compute them: over the capabilities, except for a method that lacks
+    one in a seed (nothing selected there), averaged over those it has, its PGR against weak and
+    the ceiling over the same capabilities."""
+    stack = np.stack([per_cap[c] for c in capabilities])  # (capabilities, seeds, resamples, methods)
+    full = point.reindex(pd.MultiIndex.from_product([capabilities, seeds])).to_numpy()
+    full = full.reshape(len(capabilities), len(seeds), -1)  # observed: (capabilities, seeds, methods)
+    reps, obs = stack.mean(axis=0), point.groupby(level="seed").mean().reindex(seeds).to_numpy()
+    pgr_reps, pgr_obs = pgr_of(reps, weak, ceiling), pgr_of(obs, weak, ceiling)
+    has = ~np.isnan(full)
+    for s, j in zip(*np.nonzero(~has.all(axis=0)), strict=True):
+        on = has[:, s, j]
+        if not on.any():
+            continue  # the method has no capability in this seed: its average stays NaN
+        own_reps, own_obs = stack[on, s].mean(axis=0), full[on, s].mean(axis=0)  # (resamples, methods), (methods)
+        reps[s, :, j] = own_reps[:, j]
+        pgr_reps[s, :, j] = pgr_of(own_reps, weak, ceiling)[:, j]
+        pgr_obs[s, j] = pgr_of(own_obs, weak, ceiling)[j]
+    return reps, pgr_reps, obs, pgr_obs
 
 
 def bootstrap(rows: pd.DataFrame, items: pd.DataFrame | None = None, order: list[str] | None = None,

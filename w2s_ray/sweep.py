@@ -98,7 +98,7 @@ class SweepResult(NamedTuple):
     rows: pd.DataFrame  # tidy metric rows of the trials that finished
     tables: dict[str, pd.DataFrame]
     stage_log: pd.DataFrame  # this run's events
-    failed: list[str]  # one line per failed trial: "<weak> -> <strong> seed <s>: <first error line>"
+    failed: list[str]  # one line per failed trial: "<weak> -> <strong> seed <s>: <Error>: <first line>"
     errors: list[str]  # the same trials' errors in full (tracebacks)
     results: str  # where the tables were written
     engine_starts: dict[str, int]  # model id -> engine starts (or warm-worker loads) in this run
@@ -109,8 +109,13 @@ class SweepFailed(RuntimeError):
 
 
 def first_line(error: BaseException) -> str:
+    """The error's type and the first line of its message. Ray wraps an error raised in a task in
+    one whose first line only names the task (`ray::ImplicitFunc.train() (pid=...)`); what the
+    user can act on is its cause's."""
+    while isinstance(getattr(error, "cause", None), BaseException) and error.cause is not error:
+        error = error.cause
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def trial_name(params: dict) -> str:

@@ -69,6 +69,6 @@ def _upload(store: Store, name: str):
 def _build_and_commit(builder: Builder, names: list[str]) -> None:
     from w2s_ray.ladder import tiny_ladder
 
-    tiny_ladder.build_ladder(names)
+    tiny_ladder.build_ladder(names, report_to=(builder.store.root, builder.stage_log.building_folder()))
     for name in names:
         builder.ensure(artifact(name), _upload(builder.store, name), tag=name)

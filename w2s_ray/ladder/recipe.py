@@ -99,3 +99,13 @@ def rung_dirname(name: str, recipe: LadderRecipe = RECIPE) -> str:
 
 def rung_path(name: str, recipe: LadderRecipe = RECIPE) -> Path:
     return ladder_dir(recipe) / rung_dirname(name, recipe)
+
+
+#: the built rungs shipped with the package (`python -m w2s_ray.ladder.ship` writes them): a
+#: rung found here for the recipe's key is copied, not pretrained (tests/test_ladder.py checks
+#: that pretraining from the recipe gives them bit for bit)
+PACKAGED = Path(__file__).parent / "weights"
+
+
+def packaged_path(name: str, recipe: LadderRecipe = RECIPE) -> Path:
+    return PACKAGED / recipe.key() / rung_dirname(name, recipe)

@@ -23,10 +23,21 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from w2s_ray.capabilities import registry
 from w2s_ray.capabilities.world import BRIDGE_WORDS, bridge_lines, knowing
 from w2s_ray.ladder.probe import knowledge_probe
-from w2s_ray.ladder.recipe import BRIDGE, RECIPE, LadderRecipe, RungRecipe, ladder_dir, rung_path
+from w2s_ray.ladder.recipe import (
+    BRIDGE,
+    RECIPE,
+    LadderRecipe,
+    RungRecipe,
+    ladder_dir,
+    packaged_path,
+    rung_path,
+)
 from w2s_ray.models.tokenizer import build_tokenizer, save_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: seconds between a pretraining rung's progress reports
+REPORT_EVERY_S = 2.0
 
 
 def corpus(recipe: LadderRecipe, knows: float = 1.0) -> list[str]:
@@ -63,9 +74,21 @@ def packed_batches(ids: list[int], seq_len: int) -> torch.Tensor:
 
 
 @ray.remote(num_cpus=1)
-def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir: str) -> dict:
+def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir: str,
+                  report_to: tuple[str, str] | None = None) -> dict:
+    """Pretrain one rung into `out_dir`. With `report_to` (store root, folder) its step count is
+    written there every few seconds, for the sweep's progress display."""
     from ray.experimental.tqdm_ray import tqdm
     from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    from w2s_ray.artifacts import Store
+
+    def report(step: int) -> None:
+        if report_to is not None:
+            store, folder = Store(report_to[0]), report_to[1]
+            store.write_json(f"{folder}/ladder-{rung.name}.json",
+                             {"what": f"tiny ladder {rung.name}", "step": step, "steps": rung.steps,
+                              "seconds": time.time() - start})
 
     torch.set_num_threads(1)
     torch.manual_seed(recipe.seed)
@@ -89,7 +112,11 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
     model.train()
     start = time.time()
     bar = tqdm(total=rung.steps, desc=f"pretrain {rung.name}")
+    reported = start
     for step in range(rung.steps):
+        if time.time() - reported >= REPORT_EVERY_S:
+            report(step)
+            reported = time.time()
         first = (step * recipe.batch_size) % len(rows)
         batch = rows[order[first : first + recipe.batch_size]]
         loss = model(input_ids=batch, labels=batch).loss
@@ -100,6 +127,7 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
         sched.step()
         bar.update(1)
     bar.close()
+    report(rung.steps)
     seconds = time.time() - start
     save_checkpoint(model, tok, out_dir, own_subfolder=True)
     params = sum(p.numel() for p in model.parameters())
@@ -107,11 +135,14 @@ def pretrain_rung(recipe: LadderRecipe, rung: RungRecipe, tok_dir: str, out_dir:
             "probe": knowledge_probe(out_dir, recipe.capabilities)}
 
 
-def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) -> Path:
+def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE, packaged: bool = True,
+                 report_to: tuple[str, str] | None = None) -> Path:
     """Build the named rungs (default: all) once per machine; each rung folder appears whole.
 
-    Rungs build in parallel as Ray tasks of one CPU each; a finished rung is never rebuilt and a
-    half-built one (its staging folder) is never read.
+    A rung the package ships for this recipe (`recipe.packaged_path`) is copied; `packaged=False`
+    pretrains it all the same (to check the shipped weights). Rungs pretrain in parallel as Ray
+    tasks of one CPU each, reporting their steps to `report_to` (see `pretrain_rung`); a finished
+    rung is never rebuilt and a half-built one (its staging folder) is never read.
     """
     final = ladder_dir(recipe)
     wanted = [r for r in recipe.rungs if names is None or r.name in names]
@@ -119,6 +150,14 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
     if not missing:
         return final
     final.mkdir(parents=True, exist_ok=True)
+    for r in [r for r in missing if packaged and (packaged_path(r.name, recipe) / "model.safetensors").exists()]:
+        staging = final / f"{r.name}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(packaged_path(r.name, recipe), staging)
+        _publish(staging, rung_path(r.name, recipe))
+        missing.remove(r)
+        log.info("tiny ladder rung %s: copied from the package", r.name)
+    if not missing:
+        return final
     tok_dir = final / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         staging = final / f"tokenizer.tmp-{uuid.uuid4().hex[:8]}"
@@ -131,7 +170,7 @@ def build_ladder(names: list[str] | None = None, recipe: LadderRecipe = RECIPE) 
     # On this node: the rungs are written to this machine's cache, which no other node can see.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     stats = ray.get([pretrain_rung.options(scheduling_strategy=here).remote(
-        recipe, r, str(tok_dir), str(staged[r.name])) for r in missing])
+        recipe, r, str(tok_dir), str(staged[r.name]), report_to) for r in missing])
     for s in stats:
         (staged[s["rung"]] / "pretrain.json").write_text(
             json.dumps({**s, "recipe": dataclasses.asdict(recipe.rung(s["rung"]))}, indent=1))

@@ -1,13 +1,15 @@
-"""Per-model-size resource plans for A100 80 GB nodes, with the memory estimate behind each row.
+"""Resource plans for A100 80 GB nodes, from a model's architecture, with the memory estimate
+behind each.
 
-A plan says, for one Qwen-1.5 size, how its fine-tuning runs (GPU workers, DDP or FSDP full
-shard, bf16 mixed precision, activation checkpointing, per-device micro-batch and gradient
-accumulation with workers x micro x accumulation = the paper's global batch of 40, exactly) and
-how vLLM serves it (tensor parallel size; concurrent sequences the KV cache holds).
+A plan says how a model's fine-tuning runs (GPU workers, DDP or FSDP full shard, bf16 mixed
+precision, activation checkpointing, per-device micro-batch and gradient accumulation with
+workers x micro x accumulation = train.batch_size, exactly) and how vLLM serves it (tensor
+parallel size; concurrent sequences the KV cache holds). `train_plan` and `infer_plan` search the
+layouts for the cheapest one whose estimate fits; the architecture they size comes from the
+model's config.json (`arch_of`; where the file is found: `rungs.config`), never from its name.
 
-Parameter counts come from the architectures below (the published configs), never from a hub
-lookup: `--dry-run` needs them offline. Memory per GPU: the larger of a step's two peaks
-(`train_memory_gb`), with P parameters, s x b tokens per micro-batch, h hidden, f ffn, V vocab:
+Memory per GPU: the larger of a step's two peaks (`train_memory_gb`), with P parameters, s x b
+tokens per micro-batch, h hidden, f ffn, V vocab:
   backward's start  weights 4 P + AdamW moments 8 P + gradients (4 P once a step accumulates,
                     else the head's 4 V h) + saved activations + logits (+ 2 P autocast copies)
   optimizer step    weights 4 P + gradients 4 P + moments 8 P + one tensor's temporaries
@@ -15,25 +17,28 @@ lookup: `--dry-run` needs them offline. Memory per GPU: the larger of a step's t
                     activation checkpointing 4 h per layer-token plus one layer recomputed
   logits            12 bytes per vocabulary entry and token (fp32 log-probs, their gradient and
                     the logits' gradient; flash attention: no s^2 term)
-  gathered          FSDP: one layer unsharded, one prefetched
+  gathered          FSDP: one layer unsharded, one prefetched; and the output head, its own unit
+                    (`runtime/parallel.py`), gathered for the logits with its unsharded gradient
+                    (in the parameters' dtype, then fp32 for the reduce-scatter) in backward
   DDP buckets       4 P over several DDP workers: the fp32 gradient buckets it all-reduces
   overhead          3 GB: CUDA context, NCCL buffers, allocator slack
-Everything per parameter is divided by the FSDP group's size. The per-parameter and per-token
+Everything per parameter is divided by the FSDP group's size: under FSDP a step's accumulated
+gradients stay sharded (every micro-batch reduce-scatters). The per-parameter and per-token
 terms are measured: benchmarks/memory.py trains random-init Qwen2 models on a CPU and compares
 peak memory with this estimate (docs/memory.md). The GPU-only terms (overhead, DDP buckets,
 FSDP's sharding and its bf16 parameters, whose activations are taken as autocast's) are stated
-assumptions.
-A row fits when the sum stays under FIT_GB (90% of 80 GB). The global batch 40 = 2^3 x 5 only
-splits over 1, 2, 4, 5, 8, 10, 20 or 40 workers, so 72B shards over 20 GPUs (3 nodes), not 16.
+assumptions. The activation terms are Qwen2's decoder layer (RMSNorm, SwiGLU), which Llama,
+Mistral and Qwen2.5 share; other layer shapes get the same estimate, unmeasured.
+A layout fits when the sum stays at or under FIT_GB (90% of 80 GB).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from typing import Any, Literal
 
-from w2s_ray.config import InferenceSpec, RungSpec, TrainHParams
+from w2s_ray.config import InferenceSpec, TrainHParams
 from w2s_ray.models import rungs
 
 GPU_GB = 80.0
@@ -63,7 +68,7 @@ VLLM_MAX_SEQS = 256  # vLLM's default max_num_seqs
 
 @dataclass(frozen=True)
 class Arch:
-    """The dimensions that set parameter count and memory (Qwen-1.5 configs on the hub)."""
+    """The dimensions that set parameter count and memory: a config.json's (`arch_of`)."""
 
     layers: int
     hidden: int
@@ -71,31 +76,50 @@ class Arch:
     kv_heads: int
     ffn: int
     vocab: int
+    tied: bool = False  # one vocab x hidden matrix for the input embeddings and the output head
+    head_dim: int | None = None  # None: hidden / heads (configs that set it may differ, Qwen3)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden // self.heads
 
     @property
     def layer_params(self) -> int:
-        head_dim = self.hidden // self.heads
-        attention = 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_heads * head_dim
-        return attention + 3 * self.hidden * self.ffn  # SwiGLU: gate, up, down
+        q_and_o = 2 * self.hidden * self.heads * self.head_size
+        k_and_v = 2 * self.hidden * self.kv_heads * self.head_size  # grouped-query: fewer KV heads
+        return q_and_o + k_and_v + 3 * self.hidden * self.ffn  # SwiGLU: gate, up, down
 
     @property
     def params(self) -> int:
-        return self.layers * self.layer_params + 2 * self.vocab * self.hidden  # untied embeddings
+        return self.layers * self.layer_params + (1 if self.tied else 2) * self.vocab * self.hidden
 
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * (self.hidden // self.heads) * 2  # K and V, bf16
+        return 2 * self.layers * self.kv_heads * self.head_size * 2  # K and V, bf16
 
 
-# Published counts, which these reproduce: 0.62B, 1.84B, 3.95B, 7.72B, 14.2B, 32.5B, 72.3B.
-ARCHS: dict[str, Arch] = {
-    "0.5b": Arch(24, 1024, 16, 16, 2816, 151936),
-    "1.8b": Arch(24, 2048, 16, 16, 5504, 151936),
-    "4b": Arch(40, 2560, 20, 20, 6912, 151936),
-    "7b": Arch(32, 4096, 32, 32, 11008, 151936),
-    "14b": Arch(40, 5120, 40, 40, 13696, 152064),
-    "32b": Arch(64, 5120, 40, 8, 27392, 152064),
-    "72b": Arch(80, 8192, 64, 64, 24576, 152064),
-}
+#: config.json keys that count a mixture of experts' experts: their parameters and routing are
+#: outside what `Arch` and the estimate describe, so such a model gets no plan
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
+DECODER_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def arch_of(config: dict[str, Any]) -> Arch | None:
+    """The Arch a Hugging Face config.json describes, or None for one the estimate cannot size
+    (without DECODER_KEYS, or a mixture of experts). Where a field is missing, the value that
+    needs more memory: no `num_key_value_heads` is one KV head per head, no `tie_word_embeddings`
+    an untied head (Llama's and Qwen2's default, though not every class's); no
+    `intermediate_size` is 4 x hidden, the classic MLP's width."""
+    if any(config.get(key) is None for key in DECODER_KEYS):
+        return None
+    if any((config.get(key) or 0) > 1 for key in EXPERT_KEYS):
+        return None
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    return Arch(layers=config["num_hidden_layers"], hidden=hidden, heads=heads,
+                kv_heads=config.get("num_key_value_heads") or heads,
+                ffn=config.get("intermediate_size") or 4 * hidden, vocab=config["vocab_size"],
+                tied=bool(config.get("tie_word_embeddings", False)), head_dim=config.get("head_dim"))
 
 
 @dataclass(frozen=True)
@@ -116,23 +140,6 @@ class InferPlan:
 class Plan:
     train: TrainPlan
     infer: InferPlan
-
-
-PLANS: dict[str, Plan] = {
-    # Up to 1.8B all states fit one GPU: plain data parallel on one worker, big micro-batches.
-    "0.5b": Plan(TrainPlan(1, "ddp", 10, 4, False), InferPlan(1)),
-    # 1.8B: micro-batch 8 would need 74 GB (activations 23, logits 15): 5 x 8 needs 60.
-    "1.8b": Plan(TrainPlan(1, "ddp", 5, 8, False), InferPlan(1)),
-    # 4B's 63 GB of states leave no room for activations on one GPU: shard them over two.
-    "4b": Plan(TrainPlan(2, "fsdp", 4, 5, False), InferPlan(1)),
-    # From 7B on: FSDP, activation checkpointing, the logits bounding the micro-batch.
-    "7b": Plan(TrainPlan(4, "fsdp", 5, 2, True), InferPlan(1)),
-    "14b": Plan(TrainPlan(8, "fsdp", 5, 1, True), InferPlan(1)),
-    # 32B on 8 GPUs would need 73.6 GB (over FIT_GB); 10 divides 40, 16 does not.
-    "32b": Plan(TrainPlan(10, "fsdp", 1, 4, True), InferPlan(2)),
-    # 72B: 1.16 TB of states over 20 GPUs (3 nodes); vLLM needs 145 GB of bf16 weights: TP 4.
-    "72b": Plan(TrainPlan(20, "fsdp", 1, 2, True), InferPlan(4)),
-}
 
 
 def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = True,
@@ -158,6 +165,7 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
         "weights": WEIGHT_B * params,
         "adam": ADAM_B * params,
         "gathered": (2 if bf16 else 4) * 2 * arch.layer_params if plan.strategy == "fsdp" else 0,
+        "head_gathered": head_gathered(arch, bf16) if plan.strategy == "fsdp" and shards > 1 else 0,
         "autocast_copy": AUTOCAST_COPY_B * params if bf16 and plan.strategy == "ddp" else 0,
         # DDP over several workers all-reduces from its own fp32 gradient buckets (GPU, assumed).
         "ddp_buckets": GRAD_B * params if plan.strategy == "ddp" and plan.workers > 1 else 0,
@@ -180,6 +188,15 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
     return out
 
 
+def head_gathered(arch: Arch, bf16: bool) -> float:
+    """Bytes of the output head's FSDP unit while backward passes it: its gathered weights and its
+    unsharded gradient in the parameters' dtype, and that gradient in fp32 for the reduce-scatter
+    (an assumption from FSDP2's design, not measured here: a CPU process group has no such
+    buffers to measure)."""
+    head = arch.vocab * arch.hidden
+    return head * ((2 + 2 + 4) if bf16 else (4 + 4))
+
+
 def layout_of(hp: TrainHParams) -> TrainPlan:
     """The layout a training stage runs with under `hp`, whether or not a plan set it."""
     workers = max(1, hp.num_workers)
@@ -196,33 +213,64 @@ def infer_memory_gb(arch: Arch, plan: InferPlan, seq: int = SEQ, dtype_bytes: in
             "max_num_seqs": float(min(VLLM_MAX_SEQS, int(kv_gb / per_seq)))}
 
 
-def size_of(rung: RungSpec) -> str | None:
-    """The plan row of a rung: its name or hub id names the size (`7b`, `Qwen/Qwen1.5-7B`); a
-    tiny rung has none."""
-    if rungs.kind(rung) == "tiny":
-        return None
-    for text in (rung.name, rung.model.rsplit("/", 1)[-1]):
-        found = re.search(r"(\d+(?:\.\d+)?)[bB]\b", text)
-        if found and f"{found.group(1)}b" in PLANS:
-            return f"{found.group(1)}b"
-    return None
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def inference_spec(inf: InferenceSpec, size: str) -> InferenceSpec:
-    """`inf` with the plan's vLLM layout for `size`: tensor parallel, one GPU per TP rank, and as
-    many concurrent sequences as the KV cache left beside the weights holds."""
-    plan = PLANS[size].infer
-    seqs = int(infer_memory_gb(ARCHS[size], plan)["max_num_seqs"])
+@cache
+def train_plan(arch: Arch, batch_size: int = GLOBAL_BATCH, seq: int = SEQ) -> TrainPlan:
+    """The cheapest bf16 layout of `arch`'s fine-tuning whose estimate fits FIT_GB: the fewest
+    GPUs, then no activation checkpointing (it recomputes every layer's forward), then the
+    largest micro-batch. One GPU trains unsharded; several shard with FSDP, since DDP would
+    replicate on each the states that did not fit one. Workers and micro-batches divide
+    `batch_size`, so the global batch stays exact. Where none fits, the most sharded layout,
+    which the dry run and the sweep's check then report as over the limit."""
+    layouts = [TrainPlan(workers, "ddp" if workers == 1 else "fsdp", micro, batch_size // workers // micro, ckpt)
+               for workers in divisors(batch_size) for ckpt in (False, True)
+               for micro in reversed(divisors(batch_size // workers))]
+    return next((t for t in layouts if train_memory_gb(arch, t, seq)["total"] <= FIT_GB), layouts[-1])
+
+
+MIN_INFER_SEQS = 32  # concurrent 1024-token sequences below which an engine decodes too few at once
+TENSOR_PARALLEL = (1, 2, 4, 8)  # within one 8-GPU node
+
+
+@cache
+def infer_plan(arch: Arch) -> InferPlan:
+    """The smallest tensor parallel size that vLLM can split `arch` by (attention heads, the
+    ffn, and KV heads either split or replicated) whose KV cache, beside the weights, holds
+    MIN_INFER_SEQS sequences; else the largest, which the dry run reports if it still fits none."""
+    sizes = [tp for tp in TENSOR_PARALLEL if arch.heads % tp == 0 and arch.ffn % tp == 0
+             and (arch.kv_heads % tp == 0 or tp % arch.kv_heads == 0)]
+    return next((InferPlan(tp) for tp in sizes
+                 if infer_memory_gb(arch, InferPlan(tp))["max_num_seqs"] >= MIN_INFER_SEQS), InferPlan(sizes[-1]))
+
+
+def plan_for(arch: Arch, batch_size: int = GLOBAL_BATCH, seq: int = SEQ) -> Plan:
+    return Plan(train_plan(arch, batch_size, seq), infer_plan(arch))
+
+
+#: The Qwen-1.5 sizes from the configs the project carries, and the plans they get at the
+#: paper's batch and the scale presets' length: the shapes the benchmarks measure and
+#: docs/memory.md tabulates. Their counts match the published 0.62B ... 72.3B.
+ARCHS: dict[str, Arch] = {size.lower(): arch_of(rungs.carried_config(f"Qwen/Qwen1.5-{size}"))
+                          for size in ("0.5B", "1.8B", "4B", "7B", "14B", "32B", "72B")}
+PLANS: dict[str, Plan] = {size: plan_for(arch) for size, arch in ARCHS.items()}
+
+
+def inference_spec(inf: InferenceSpec, arch: Arch) -> InferenceSpec:
+    """`inf` with `arch`'s vLLM layout: tensor parallel, one GPU per TP rank, and as many
+    concurrent sequences as the KV cache left beside the weights holds."""
+    plan = infer_plan(arch)
+    seqs = int(infer_memory_gb(arch, plan)["max_num_seqs"])
     return inf.model_copy(update={"tensor_parallel_size": plan.tensor_parallel,
                                   "gpus_per_actor": float(plan.tensor_parallel), "concurrency": seqs})
 
 
-def training_hparams(hp: TrainHParams, size: str) -> TrainHParams:
-    """`hp` with the plan's layout for `size`; the optimisation recipe (lr, epochs...) is kept."""
-    plan = PLANS[size].train
-    if plan.workers * plan.micro_batch * plan.grad_accum != hp.batch_size:
-        raise ValueError(f"resource plan {size}: {plan.workers} workers x {plan.micro_batch} x "
-                         f"{plan.grad_accum} != train.batch_size {hp.batch_size}")
+def training_hparams(hp: TrainHParams, arch: Arch) -> TrainHParams:
+    """`hp` with `arch`'s layout for its global batch and length; the optimisation recipe (lr,
+    epochs...) is kept."""
+    plan = train_plan(arch, hp.batch_size, hp.max_length)
     return hp.model_copy(update={
         "num_workers": plan.workers, "use_gpu": True, "strategy": plan.strategy,
         "grad_accum": plan.grad_accum, "activation_checkpointing": plan.activation_checkpointing,

@@ -1,9 +1,11 @@
-"""What kind of model a ladder rung names: decided here, and only here."""
+"""What kind of model a ladder rung names, and where its config.json is: decided here, and only here."""
 
 from __future__ import annotations
 
+import json
+from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from w2s_ray.config import RungSpec
 
@@ -27,3 +29,29 @@ def kind(rung: RungSpec) -> Kind:
 def tiny_name(rung: RungSpec) -> str:
     """The tiny ladder's rung a `tiny:` rung names."""
     return rung.model.removeprefix(TINY)
+
+
+def carried_config(model: str) -> dict[str, Any] | None:
+    """The architecture fields of a hub model's config.json as the project carries them
+    (`models/configs/<org>/<name>.json`): what sizes a plan offline, before any fetch."""
+    found = files("w2s_ray.models").joinpath("configs", *f"{model}.json".split("/"))
+    return json.loads(found.read_text()) if found.is_file() else None
+
+
+def config(rung: RungSpec) -> dict[str, Any] | None:
+    """The rung's config.json: a local path's own; a hub id's from this machine's Hugging Face
+    cache at the rung's revision (`main` while unpinned), the snapshot the fetch stage copies,
+    else the copy the project carries. None for a tiny rung (the config's own fields lay it
+    out) and for a model found in neither."""
+    match kind(rung):
+        case "tiny":
+            return None
+        case "path":
+            found = Path(rung.model).expanduser() / "config.json"
+            return json.loads(found.read_text()) if found.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(rung.model, "config.json", revision=rung.revision)
+    if isinstance(cached, str):  # else None (not cached) or a marker that the repo has no such file
+        return json.loads(Path(cached).read_text())
+    return carried_config(rung.model)

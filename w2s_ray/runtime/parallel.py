@@ -67,12 +67,17 @@ def wrap(model: torch.nn.Module, hp: TrainHParams, world: int, dev: torch.device
     bf16 = hp.mixed_precision == "bf16"
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
                                   reduce_dtype=torch.float32 if bf16 else None)
-    # One FSDP unit per decoder layer (the classes HF marks as not to be split), then the root
-    # (embeddings, final norm, head): only one layer's full weights are gathered at a time.
+    # One FSDP unit per decoder layer (the classes HF marks as not to be split); untied input
+    # embeddings and output head one each, so the root (final norm) never gathers both at once
+    # (at 72B each is 1.25B parameters); then the root.
     blocks = set(getattr(model, "_no_split_modules", None) or [])
     for module in model.modules():
         if type(module).__name__ in blocks:
             fully_shard(module, mp_policy=policy)
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is not None and head.weight is not embeddings.weight:
+        fully_shard(embeddings, mp_policy=policy)
+        fully_shard(head, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
 
@@ -84,19 +89,36 @@ def autocast(hp: TrainHParams, dev: torch.device):
 
 
 def gradient_sync(model: torch.nn.Module, sync: bool):
-    """Skip the gradient all-reduce on every micro-batch but the last of a step."""
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        model.set_requires_gradient_sync(sync)
-        return contextlib.nullcontext()
+    """DDP skips its all-reduce on every micro-batch but the last of a step: each rank's
+    replicated gradient accumulates locally at no extra memory. FSDP2 reduce-scatters on every
+    micro-batch instead, so its gradients stay sharded: skipping it would hold each layer's
+    whole, unsharded fp32 gradient on every rank until the step's last micro-batch (4 bytes per
+    parameter per GPU: 289 GB at 72B), the cost the plans were never meant to pay."""
     if hasattr(model, "no_sync") and not sync:  # DDP
         return model.no_sync()
     return contextlib.nullcontext()
 
 
-def full_state_dict(model: torch.nn.Module, hp: TrainHParams) -> dict[str, torch.Tensor]:
-    """The whole model's weights on rank 0, on CPU (a collective: every rank must call it).
-    bf16 runs save bf16, the precision vLLM serves, which halves the upload."""
-    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+def summed(value: float, world: int, dev: torch.device) -> float:
+    """`value` summed over the ranks (a collective: every rank calls it)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=dev)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
+
+
+def full_state_dict(model: torch.nn.Module, hp: TrainHParams, world: int) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights to save, on CPU (with several ranks a collective: every rank
+    calls it, rank 0 gets them); None: save the model as it is. bf16 runs save bf16, the
+    precision the next stage and vLLM load, which halves the upload."""
+    if world == 1:
+        if hp.mixed_precision != "bf16":
+            return None
+        unwrapped = model.module if hasattr(model, "module") else model
+        sd = {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}
+    else:
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if hp.mixed_precision == "bf16":
         sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
     return sd

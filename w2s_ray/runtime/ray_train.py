@@ -33,6 +33,11 @@ from w2s_ray.runtime.trainer import optimize, toward_base
 OWN_RESOURCES = PlacementGroupSchedulingStrategy(placement_group=None)
 #: the file of a trained model's folder that holds what its training run measured
 METRICS = "train_metrics.json"
+#: beside a run's checkpoints: what its out-of-memory error measured, and under which layout
+OOM_MARKER = "OUT_OF_MEMORY.json"
+#: the fields that lay a run out (an out-of-memory error is a property of these)
+LAYOUT_FIELDS = {"num_workers", "use_gpu", "strategy", "grad_accum", "activation_checkpointing",
+                 "mixed_precision", "max_length", "batch_size"}
 
 
 def anchor_weights(task, anchor: ModelLocation | None, model) -> dict[str, torch.Tensor]:
@@ -44,14 +49,35 @@ def anchor_weights(task, anchor: ModelLocation | None, model) -> dict[str, torch
     return {prefix + k: p.detach() for k, p in loaded.named_parameters()}
 
 
+class StageOutOfMemory(RuntimeError):
+    """A training run ran out of GPU memory: deterministic for its layout, so never retried."""
+
+
+def layout_of_run(hp: TrainHParams) -> dict[str, Any]:
+    return hp.model_dump(include=LAYOUT_FIELDS)
+
+
+def out_of_memory(store: Store, marker: str, hp: TrainHParams) -> dict[str, Any] | None:
+    """What an earlier attempt of this run recorded when it ran out of memory with this very
+    layout (a new layout tries afresh)."""
+    if not store.exists(marker):
+        return None
+    record = store.read_json(marker)
+    return record if record["layout"] == layout_of_run(hp) else None
+
+
 def train_loop(cfg: dict[str, Any]) -> None:
     task, base = cfg["task"], cfg["model"]
     tc = ray.train.get_context()
     rank, world = tc.get_world_rank(), tc.get_world_size()
     hp = TrainHParams(**cfg["hp"])
+    store = Store(base.root)
+    # Ray Train retries a failed worker group; an out-of-memory error would only recur, after
+    # reloading the model on every GPU of the gang: the retry ends here instead.
+    if out_of_memory(store, cfg["oom_marker"], hp) is not None:
+        raise StageOutOfMemory("an earlier attempt of this run with this layout ran out of GPU memory")
     torch.set_num_threads(hp.torch_threads)
     torch.manual_seed(cfg["seed"])
-    store = Store(base.root)
     dev = ray.train.torch.get_device() if hp.use_gpu or world > 1 else torch.device("cpu")
     path = base.local(weights=parallel.reads_weights(hp, rank, world))
     tok = load_tokenizer(path)
@@ -59,13 +85,21 @@ def train_loop(cfg: dict[str, Any]) -> None:
     df = store.read_table(cfg["data"])
     averaged = anchor_weights(task, cfg["anchor"], model) if hp.toward_base else None
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
-    metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task.loss,
-                       checkpoints=RayTrainCheckpoints() if hp.num_workers > 0 else None, dev=dev)
+    try:
+        metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task,
+                           checkpoints=RayTrainCheckpoints() if hp.num_workers > 0 else None, dev=dev)
+    except torch.OutOfMemoryError as err:
+        cuda = dev.type == "cuda"
+        store.write_json(cfg["oom_marker"], {
+            "rank": rank, "layout": layout_of_run(hp), "error": str(err).splitlines()[0],
+            "peak_allocated_gb": torch.cuda.max_memory_allocated(dev) / 1e9 if cuda else None,
+            "reserved_gb": torch.cuda.memory_reserved(dev) / 1e9 if cuda else None})
+        raise
     if averaged is not None:
         toward_base(model, averaged, hp.toward_base)
     metrics["lengths"] = task.lengths(tok, df, hp)
     # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
-    weights = parallel.full_state_dict(model, hp) if world > 1 else None
+    weights = parallel.full_state_dict(model, hp, world)
     if rank == 0:
         trained = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
@@ -89,28 +123,47 @@ def _fit_local(cfg: dict[str, Any], run: RunConfig) -> None:
 
 
 def run_training(task, model: ModelLocation, data: str, out: str, hp: TrainHParams, seed: int,
-                 name: str, anchor: ModelLocation | None = None) -> dict[str, Any]:
+                 name: str, anchor: ModelLocation | None = None, estimate_gb: float | None = None
+                 ) -> dict[str, Any]:
     """Train `model` on the table at `data` and write the result to the store folder `out`;
     returns what the run measured. `name` names the run under the store: a rerun after the
     driver died finds its checkpoints there and resumes (ray.train.get_checkpoint); a lost
-    worker is retried. The run's resumable state (72B: 1.2 TB of shards) is removed after."""
+    worker is retried, an out-of-memory error is not (StageOutOfMemory, with `estimate_gb`, the
+    layout's estimated peak per GPU). The run's resumable state (72B: 1.2 TB of shards) is
+    removed after."""
     store = Store(model.root)
+    oom_marker = store.path("ray_train", f"{name}-{OOM_MARKER}")
     cfg = {"model": model, "data": data, "out": out, "hp": hp.model_dump(), "seed": seed,
-           "task": task, "anchor": anchor}
+           "task": task, "anchor": anchor, "oom_marker": oom_marker}
     run = RunConfig(name=name, storage_path=store.uri("ray_train"),
                     failure_config=FailureConfig(max_failures=3),
                     checkpoint_config=CheckpointConfig(num_to_keep=1))
     if hp.use_gpu:
         # Idle inference engines hold GPUs this training run needs.
         ray.get(engines.book().release_idle.remote())
-    if hp.num_workers == 0:
-        # Outside the trial's placement group: the trial itself reserves almost nothing.
-        local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
-        ray.get(local.remote(cfg, run))
-    else:
-        fit(cfg, hp, run)
+    try:
+        if hp.num_workers == 0:
+            # Outside the trial's placement group: the trial itself reserves almost nothing.
+            local = _fit_local.options(num_cpus=hp.cpus_per_worker, scheduling_strategy=OWN_RESOURCES)
+            ray.get(local.remote(cfg, run))
+        else:
+            fit(cfg, hp, run)
+    except Exception as err:
+        record = out_of_memory(store, oom_marker, hp)
+        if record is None:
+            raise
+        estimate = f"{estimate_gb:.1f} GB" if estimate_gb is not None else "not known for this model"
+        measured = (f"{record['peak_allocated_gb']:.1f} GB allocated at peak, {record['reserved_gb']:.1f} GB "
+                    "reserved" if record["peak_allocated_gb"] is not None else "no CUDA figures")
+        raise StageOutOfMemory(
+            f"{name}: rank {record['rank']} ran out of memory ({record['error']}); {measured}; the "
+            f"layout's estimate per GPU: {estimate}. Not retried: change the layout (more "
+            "train.num_workers or train.grad_accum, train.activation_checkpointing; see --dry-run)"
+        ) from err
     with store.fs.open_input_stream(f"{out}/{METRICS}") as f:
         metrics = json.loads(f.read())
     if store.exists(store.path("ray_train", name)):
         store.fs.delete_dir(store.path("ray_train", name))
+    if store.exists(oom_marker):  # an earlier layout's
+        store.fs.delete_file(oom_marker)
     return metrics

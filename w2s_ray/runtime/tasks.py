@@ -19,14 +19,24 @@ from w2s_ray.models.tokenizer import load_tokenizer
 from w2s_ray.runtime.encoding import Buckets, encode_buckets, encode_pairs, length_report
 
 
-def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).loss
+def answer_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """How many tokens a causal LM is scored on in `batch`: its labels after the shift by one."""
+    return (batch["labels"][:, 1:] != -100).sum()
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor], total: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy of the batch's answer tokens over `total`, the answer tokens of
+    the whole step: a step's loss is the mean over every answer token of its global batch
+    however it is split (transformers' `num_items_in_batch`). Each token weighs the same, as in a
+    single unsplit batch of the paper's Hugging Face fine-tuning."""
+    return model(**batch, num_items_in_batch=total).loss
 
 
 class SFTTask:
     """Causal-LM fine-tuning on (prompt, label_text) rows."""
 
     loss = staticmethod(lm_loss)
+    total = staticmethod(answer_tokens)
 
     def load(self, path: str):
         from transformers import AutoModelForCausalLM
@@ -88,10 +98,16 @@ class RewardTask:
         return {}
 
     @staticmethod
-    def loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def total(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The class-balancing weight of the rows: a step's loss is normalised by its global
+        batch's, so the balance holds at any micro-batch size, one row included."""
+        return batch["weight"].sum()
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor], total: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         per_row = F.cross_entropy(logits.float(), batch["target"], reduction="none")
-        return (per_row * batch["weight"]).sum() / batch["weight"].sum()
+        return (per_row * batch["weight"]).sum() / total
 
 
 #: the training stage's task names (`stages/train.py`) -> what runs them

@@ -17,7 +17,7 @@ import torch
 from w2s_ray.config import TrainHParams
 from w2s_ray.runtime import parallel
 from w2s_ray.runtime.encoding import Buckets
-from w2s_ray.runtime.tasks import lm_loss
+from w2s_ray.runtime.tasks import SFTTask
 
 
 class Checkpoints(Protocol):
@@ -59,12 +59,15 @@ def lr_factor(hp: TrainHParams, steps: int):
 
 
 def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0,
-             world: int = 1, loss_fn=lm_loss, checkpoints: Checkpoints | None = None,
+             world: int = 1, task=None, checkpoints: Checkpoints | None = None,
              dev: torch.device | None = None) -> dict[str, float]:
     """The optimisation loop: AdamW, warmup then decay; each step's global batch is split over
-    workers, then over `grad_accum` micro-batches, so it stays `batch_size` rows exactly. With
+    workers, then over `grad_accum` micro-batches, so it stays `batch_size` rows exactly, and its
+    loss is the task's over the whole global batch (`task.total` normalises every micro-batch's
+    sum), so neither the split nor the world size changes what is optimised. With
     `checkpoints`, a resumable checkpoint is saved every `checkpoint_every` steps (or epoch)
     and a restarted run continues from the last one: the batch plan is a function of the seed."""
+    task = task or SFTTask()
     dev = dev or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     sizes = [len(b["input_ids"]) for b in buckets]
@@ -88,15 +91,19 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
         # weighs 1/len(idx) once DDP / FSDP average the ranks' gradients.
         parts = max(1, min(hp.grad_accum, len(idx) // world))
         rows = mine if len(mine) else idx[:1]
+        total = task.total({k: v[idx] for k, v in buckets[bucket].items()}).to(dev)
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for i, micro in enumerate(rows.tensor_split(parts)):
             batch = {k: v[micro].to(dev) for k, v in buckets[bucket].items()}
             with parallel.gradient_sync(model, i == parts - 1), parallel.autocast(hp, dev):
-                loss = loss_fn(model, batch)
-                (loss * (len(micro) * world / len(idx) if len(mine) else 0.0)).backward()
-            step_loss += (loss * (len(micro) / len(rows))).item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                loss = task.loss(model, batch, total)
+                # DDP and FSDP average the ranks' gradients: times `world`, they sum them.
+                (loss * (world if len(mine) else 0.0)).backward()
+            step_loss += loss.item() if len(mine) else 0.0
+        step_loss = parallel.summed(step_loss, world, dev)
+        if hp.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         opt.step()
         sched.step()
         done["losses"].append(step_loss)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from w2s_ray.artifacts import Artifact
 from w2s_ray.config import TrainHParams
+from w2s_ray.models import resources
 from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.data import TABLE
@@ -28,10 +29,12 @@ TASKS = {"sft": 2, "reward_model": 2}
 
 
 def identity(hp: TrainHParams) -> dict[str, Any]:
-    """The optimisation recipe that names a trained model. fp32 runs omit `mixed_precision`, and
-    runs without weight averaging `toward_base`, so their keys stay those of stores written
-    before the fields existed."""
+    """The optimisation recipe that names a trained model. fp32 runs omit `mixed_precision`, runs
+    without weight averaging `toward_base`, and runs clipped at 1.0 `grad_clip`, so their keys
+    stay those of stores written before the fields existed."""
     out = hp.model_dump(exclude=LAYOUT)
+    if out["grad_clip"] == 1.0:
+        del out["grad_clip"]
     if out["mixed_precision"] == "no":
         del out["mixed_precision"]
     if not out["toward_base"]:
@@ -39,12 +42,21 @@ def identity(hp: TrainHParams) -> dict[str, Any]:
     return out
 
 
+def estimate_gb(arch: resources.Arch | None, hp: TrainHParams) -> float | None:
+    """The layout's estimated peak memory per GPU (`models/resources.py`), where it is known."""
+    if arch is None or not hp.use_gpu:
+        return None
+    return resources.train_memory_gb(arch, resources.layout_of(hp), hp.max_length,
+                                     bf16=hp.mixed_precision == "bf16")["total"]
+
+
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: Recipe = "train",
           tag: str = "train", anchor: ModelRef | None = None) -> Artifact:
     """Train `base` on the rows of `data` with the task named `task` (`TASKS`) and the base
     rung's `recipe` (its layout, `ctx.layout`); returns the model artifact. Weight averaging
     (`toward_base`) moves back toward `anchor`'s weights when given, else the base's."""
-    hp = getattr(ctx.layout(base.rung), recipe)
+    lay = ctx.layout(base.rung)
+    hp = getattr(lay, recipe)
     anchor = anchor if hp.toward_base else None
     inputs = [base.id, data.id] + ([anchor.id] if anchor else [])
     art = Artifact.make(task, TASKS[task], inputs, {"hp": identity(hp), "seed": ctx.seed})
@@ -61,7 +73,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: 
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         root = ctx.store.root
         metrics = run_training(RUNS[task](), base.at(root), table, folder, hp, ctx.seed, f"{task}-{art.key}",
-                               anchor.at(root) if anchor else None)
+                               anchor.at(root) if anchor else None, estimate_gb(lay.arch, hp))
         for warning in length_warnings(metrics["lengths"], hp.max_length):
             log.warning("%s %s: %s", tag, art.key[:8], warning)
         return metrics
