@@ -8,14 +8,23 @@ import pytest
 from w2s_ray.cli import main
 
 
-def refused(capsys, argv: list[str]) -> str:
-    """The CLI's error for `argv`, asserting it refused without a traceback and without Ray."""
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    """Any attempt to start or join Ray fails the test: the errors must come before it (the
+    suite's own Ray instance may already be running, so `is_initialized` would prove nothing)."""
     import ray
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init was called before the user error was reported")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """The CLI's error for `argv`, asserting it refused without a traceback and without Ray."""
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
-    assert not ray.is_initialized()
     return err
 
 

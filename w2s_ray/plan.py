@@ -132,11 +132,7 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
         return None
     arch = resolved.arch
     if stage["stage"] in ("sft", "reward_model"):
-        hp = training_recipe(resolved, stage)
-        if not hp.use_gpu:
-            return None
-        return resources.train_memory_gb(arch, resources.layout_of(hp), hp.max_length,
-                                         bf16=hp.mixed_precision == "bf16")["total"]
+        return resources.training_estimate_gb(arch, training_recipe(resolved, stage))
     if stage["stage"] in ("generate", "reward_scores"):
         inf = resolved.inference
         if not inf.gpus_per_actor:

@@ -197,6 +197,15 @@ def head_gathered(arch: Arch, bf16: bool) -> float:
     return head * ((2 + 2 + 4) if bf16 else (4 + 4))
 
 
+def training_estimate_gb(arch: Arch | None, hp: TrainHParams) -> float | None:
+    """A training stage's estimated peak per GPU under `hp`'s layout; None off the GPU or for an
+    architecture the estimate cannot size. The one figure the dry run prints, the CLI refuses
+    over, and an out-of-memory error quotes."""
+    if arch is None or not hp.use_gpu:
+        return None
+    return train_memory_gb(arch, layout_of(hp), hp.max_length, bf16=hp.mixed_precision == "bf16")["total"]
+
+
 def layout_of(hp: TrainHParams) -> TrainPlan:
     """The layout a training stage runs with under `hp`, whether or not a plan set it."""
     workers = max(1, hp.num_workers)

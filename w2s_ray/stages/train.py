@@ -42,14 +42,6 @@ def identity(hp: TrainHParams) -> dict[str, Any]:
     return out
 
 
-def estimate_gb(arch: resources.Arch | None, hp: TrainHParams) -> float | None:
-    """The layout's estimated peak memory per GPU (`models/resources.py`), where it is known."""
-    if arch is None or not hp.use_gpu:
-        return None
-    return resources.train_memory_gb(arch, resources.layout_of(hp), hp.max_length,
-                                     bf16=hp.mixed_precision == "bf16")["total"]
-
-
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: Recipe = "train",
           tag: str = "train", anchor: ModelRef | None = None) -> Artifact:
     """Train `base` on the rows of `data` with the task named `task` (`TASKS`) and the base
@@ -73,7 +65,7 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: 
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         root = ctx.store.root
         metrics = run_training(RUNS[task](), base.at(root), table, folder, hp, ctx.seed, f"{task}-{art.key}",
-                               anchor.at(root) if anchor else None, estimate_gb(lay.arch, hp))
+                               anchor.at(root) if anchor else None, resources.training_estimate_gb(lay.arch, hp))
         for warning in length_warnings(metrics["lengths"], hp.max_length):
             log.warning("%s %s: %s", tag, art.key[:8], warning)
         return metrics
