@@ -87,3 +87,33 @@ def test_resources_a_ray_started_here_could_never_schedule(capsys, monkeypatch, 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("w2s_ray.cli.local_gpus", lambda: 0)
     assert expected in refused(capsys, [*argv, "--storage", str(tmp_path)])
+
+
+def test_a_planned_rung_whose_architecture_cannot_be_read_or_sized(capsys, monkeypatch, tmp_path):
+    """`plan: true` on a model the estimate cannot size would otherwise run its stages on the
+    preset's own fields (one worker, nothing sharded): refused by name instead."""
+    import json
+
+    from huggingface_hub import constants
+
+    moe = tmp_path / "moe"
+    moe.mkdir()
+    (moe / "config.json").write_text(json.dumps({
+        "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16, "vocab_size": 151936,
+        "num_local_experts": 8}))
+    rungs = f'ladder.rungs=[{{name: a, model: {moe}}}, {{name: b, model: "w2s-test/unseen"}}]'
+    argv = ["--preset", "qwen15-scale", "--storage", str(tmp_path / "store"), "--dry-run",
+            "--set", rungs, "--set", "pairs=[[a, b]]"]
+    err = refused(capsys, argv)
+    assert f"train.plan: rung 'a' ({moe}): its config.json describes an architecture the memory " \
+           "estimate cannot size" in err and "train.plan false" in err
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    local = tmp_path / "dense"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({k: v for k, v in json.loads((moe / "config.json").read_text()).items()
+                                                   if k != "num_local_experts"}))
+    argv[argv.index(rungs)] = f'ladder.rungs=[{{name: a, model: {local}}}, {{name: b, model: "w2s-test/unseen"}}]'
+    assert "train.plan: rung 'b' (w2s-test/unseen): its config.json was found neither on this machine" \
+        in refused(capsys, argv)

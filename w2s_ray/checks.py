@@ -13,7 +13,7 @@ from typing import Any
 from w2s_ray import methods
 from w2s_ray.capabilities import registry
 from w2s_ray.config import ConfigError, SweepConfig, load_config
-from w2s_ray.models import layout, resources
+from w2s_ray.models import layout, resources, rungs
 
 #: the stores the project opens (pyarrow.fs): a local path, or a URI with one of these schemes
 SCHEMES = ("file", "s3", "gs")
@@ -73,6 +73,9 @@ def problem(config: SweepConfig) -> str | None:
         except ValueError as err:
             field = f"split_overrides.{cap}" if cap in config.split_overrides else "splits"
             return f"{field}: {err}"
+    unsized = unplannable(config)
+    if unsized is not None:
+        return unsized
     if config.train.toward_base or config.stage2.toward_base:
         for rung in config.ladder.rungs:
             if layout.resolve(config, rung.name).train.strategy == "fsdp":
@@ -93,6 +96,29 @@ def problem(config: SweepConfig) -> str | None:
         if needed not in config.methods:
             return (f"methods: {needed!r} is required (PGR is measured against it); "
                     f"allowed methods: {methods.allowed()}")
+    return None
+
+
+def unplannable(config: SweepConfig) -> str | None:
+    """A rung the resource plan is asked to lay out but cannot size: without this, its stages
+    would run silently on the preset's own fields (one worker, no sharding) and fail at their
+    first GPU allocation."""
+    asked = [f for f, on in (("train.plan", config.train.plan), ("inference.plan", config.inference.plan)) if on]
+    if not asked:
+        return None
+    for rung in config.ladder.rungs:
+        if rungs.kind(rung) == "tiny":
+            continue
+        found = rungs.config(rung)
+        if found is not None and resources.arch_of(found) is not None:
+            continue
+        why = ("its config.json was found neither on this machine (Hugging Face cache, local path) "
+               "nor on the hub" if found is None else
+               "its config.json describes an architecture the memory estimate cannot size (a mixture "
+               "of experts, or no hidden size / layers / heads / vocabulary)")
+        return (f"{asked[0]}: rung {rung.name!r} ({rung.model}): {why}; allowed: a model whose "
+                f"config.json can be read here (a local path, or the hub reachable), or {asked[0]} false "
+                "with a layout of your own (train.num_workers, train.strategy, inference.gpus_per_actor)")
     return None
 
 

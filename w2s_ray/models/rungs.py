@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib.resources import files
 from pathlib import Path
@@ -41,8 +42,9 @@ def carried_config(model: str) -> dict[str, Any] | None:
 def config(rung: RungSpec) -> dict[str, Any] | None:
     """The rung's config.json: a local path's own; a hub id's from this machine's Hugging Face
     cache at the rung's revision (`main` while unpinned), the snapshot the fetch stage copies,
-    else the copy the project carries. None for a tiny rung (the config's own fields lay it
-    out) and for a model found in neither."""
+    else the copy the project carries, else the file alone from the hub (a few kB, on the
+    machine that plans: a cluster's head has no model caches). None for a tiny rung (the
+    config's own fields lay it out) and for a model found nowhere."""
     match kind(rung):
         case "tiny":
             return None
@@ -54,4 +56,24 @@ def config(rung: RungSpec) -> dict[str, Any] | None:
     cached = try_to_load_from_cache(rung.model, "config.json", revision=rung.revision)
     if isinstance(cached, str):  # else None (not cached) or a marker that the repo has no such file
         return json.loads(Path(cached).read_text())
-    return carried_config(rung.model)
+    carried = carried_config(rung.model)
+    return carried if carried is not None else downloaded_config(rung.model, rung.revision)
+
+
+@functools.cache  # a planner asks once per stage; an unreachable hub should cost one try, not many
+def downloaded_config(model: str, revision: str | None) -> dict[str, Any] | None:
+    """config.json from the hub in one request (hf_hub_download retries for half a minute), or
+    None where the hub cannot be reached, is switched off (HF_HUB_OFFLINE) or does not have it;
+    the caller names what is missing."""
+    import httpx
+    from huggingface_hub import constants, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        reply = httpx.get(hf_hub_url(model, "config.json", revision=revision), headers=build_hf_headers(),
+                          follow_redirects=True, timeout=10)
+        return reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):  # unreachable, or not JSON
+        return None
