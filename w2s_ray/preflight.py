@@ -186,16 +186,19 @@ def run(storage: str, megabytes: int, want: int, timeout: float) -> dict[str, An
         f.write(os.urandom(nbytes))
     actor = ray.remote(Probe)
 
-    def start(node: dict):
-        gpus = 1 if node["Resources"].get("GPU") else 0
+    def start(node: dict, gpus: int | None = None):
+        gpus = (1 if node["Resources"].get("GPU") else 0) if gpus is None else gpus
         return actor.options(**nodes.on_gpu_node(num_gpus=gpus, scheduling_strategy=NodeAffinitySchedulingStrategy(
             node["NodeID"], soft=False))).remote()
 
     try:
         probes = [start(n) for n in found]
         results = ray.get([p.probe.remote(store, source, nbytes) for p in probes])
-        # Two ranks on the first two nodes; on one node both there (not a measure of its network).
-        pair = probes[:2] if len(probes) > 1 else [probes[0], start(found[0])]
+        # Two ranks on the first two nodes; on one node both there (not a measure of its network),
+        # on CPUs when it has fewer than two GPUs (NCCL takes one GPU per rank).
+        alone = found[0]["Resources"].get("GPU", 0) < 2
+        pair = (probes[:2] if len(probes) > 1 else [start(found[0], 0), start(found[0], 0)] if alone
+                else [probes[0], start(found[0])])
         addr, port = ray.get(pair[0].address.remote())
         reduce = ray.get([p.allreduce.remote(addr, port, r, nbytes) for r, p in enumerate(pair)])[0]
         reduce["nodes"] = len({*ray.get([p.node.remote() for p in pair])})
