@@ -117,9 +117,12 @@ class Probe:
                 "tmp_free_bytes": shutil.disk_usage(os.environ.get("TMPDIR", "/tmp")).free}
 
     def address(self) -> tuple[str, int]:
+        """Rank 0's rendezvous: Ray's address of this node (the hostname may resolve to loopback)."""
+        import ray
+
         with socket.socket() as s:
             s.bind(("", 0))
-            return socket.gethostbyname(socket.gethostname()), s.getsockname()[1]
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
 
     def allreduce(self, addr: str, port: int, rank: int, nbytes: int, reps: int = 5) -> dict[str, Any]:
         import datetime as dt
@@ -195,9 +198,9 @@ def run(storage: str, megabytes: int, want: int, timeout: float) -> dict[str, An
         probes = [start(n) for n in found]
         results = ray.get([p.probe.remote(store, source, nbytes) for p in probes])
         # Two ranks on the first two nodes; on one node both there (not a measure of its network),
-        # on CPUs when it has fewer than two GPUs (NCCL takes one GPU per rank).
-        alone = found[0]["Resources"].get("GPU", 0) < 2
-        pair = (probes[:2] if len(probes) > 1 else [start(found[0], 0), start(found[0], 0)] if alone
+        # on CPUs when it has a single GPU (NCCL takes one GPU per rank, and the probe holds it).
+        single_gpu = found[0]["Resources"].get("GPU", 0) == 1
+        pair = (probes[:2] if len(probes) > 1 else [start(found[0], 0), start(found[0], 0)] if single_gpu
                 else [probes[0], start(found[0])])
         addr, port = ray.get(pair[0].address.remote())
         reduce = ray.get([p.allreduce.remote(addr, port, r, nbytes) for r, p in enumerate(pair)])[0]
