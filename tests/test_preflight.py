@@ -5,6 +5,8 @@ import re
 import socket
 import uuid
 
+import pytest
+
 from w2s_ray import hardware, plan, preflight
 from w2s_ray.artifacts import Store
 from w2s_ray.config import load_config
@@ -66,3 +68,16 @@ def test_the_figures_are_the_slowest_nodes():
     assert preflight.summary(nodes) == {"tflops": 250.0, "load_gb_per_s": 1.2, "disk_write_gb_per_s": 2.5,
                                         "store_write_gb_per_s": 0.9}
     assert preflight.summary([{**nodes[0], "tflops": None}])["tflops"] is None
+
+
+def test_a_bad_storage_is_refused_by_name_before_ray_starts(monkeypatch, capsys):
+    from w2s_ray import sweep
+
+    def no_ray(*args):
+        raise AssertionError("Ray was started before the storage was checked")
+
+    monkeypatch.setattr(sweep, "init_ray", no_ray)
+    with pytest.raises(SystemExit) as exit_:
+        preflight.main(["--storage", "xx://bucket/w2s"])
+    assert exit_.value.code == 2
+    assert "storage: 'xx://bucket/w2s': unsupported scheme 'xx://'" in capsys.readouterr().err

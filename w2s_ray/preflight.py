@@ -25,8 +25,9 @@ import time
 import uuid
 from typing import Any
 
-from w2s_ray import hardware
+from w2s_ray import checks, hardware
 from w2s_ray.artifacts import Store, cache_dir
+from w2s_ray.config import absolute_root
 from w2s_ray.runtime import nodes
 
 MB = 1 << 20
@@ -170,14 +171,12 @@ def wait_for_nodes(want: int, timeout: float) -> list[dict]:
     return found
 
 
-def run(storage: str, megabytes: int, want: int, timeout: float) -> dict[str, Any]:
+def run(store: Store, megabytes: int, want: int, timeout: float) -> dict[str, Any]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from w2s_ray.config import absolute_root
     from w2s_ray.sweep import init_ray
 
-    store = Store(absolute_root(storage))
     nbytes = megabytes * MB
     init_ray(None)
     found = wait_for_nodes(want, timeout)
@@ -256,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.megabytes < 1 or args.nodes < 1:
         parser.error("--megabytes and --nodes must be >= 1")
-    record = run(args.storage, args.megabytes, args.nodes, args.timeout)
-    print(report(record, Store(args.storage).uri(*hardware.PREFLIGHT)))
+    problem = checks.storage_problem(args.storage)  # before Ray starts, as for a sweep
+    if problem:
+        parser.error(problem)
+    store = Store(absolute_root(args.storage))
+    record = run(store, args.megabytes, args.nodes, args.timeout)
+    print(report(record, store.uri(*hardware.PREFLIGHT)))
     return 0
 
 
