@@ -50,8 +50,8 @@ VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 450
 GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
 INFERENCE_STAGES = ("generate", "reward_scores")
 ENGINE_WARMUP_S = 60.0
-CHECKPOINT_BYTES = 12
-GPUS_PER_NODE = 8
+CHECKPOINT_BYTES = 12  # per parameter: fp32 weights and AdamW's two fp32 moments (runtime/checkpoints.py)
+GPUS_PER_NODE = 8  # the cluster files' GPU nodes (p4de.24xlarge, a2-ultragpu-8g)
 MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
 
 
