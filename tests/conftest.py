@@ -13,10 +13,11 @@ import torch
 def ray_local(s3_server):
     # After the S3 server: Ray's workers inherit its endpoint from this process's environment.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from w2s_ray.runtime import nodes
     from w2s_ray.sweep import WARM_WORKERS
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="w2s_ray",
-             _system_config=WARM_WORKERS)
+             _system_config=WARM_WORKERS, resources={nodes.GPU_NODE: 1.0})
     yield
     ray.shutdown()
 

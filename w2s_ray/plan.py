@@ -6,17 +6,21 @@ artifact and its log fields instead of building it, so the graph is the real one
 by the same content keys. The naive figure plans every (pair, seed, method) with a fresh builder:
 every stage a method needs is rerun for it, as in openai/weak-to-strong's sweep.
 
-Throughput model (stated assumptions, A100 80 GB, bf16):
-- training: tokens x 6 x params / (312 TFLOP/s x MFU), tokens = rows x epochs x TRAIN_TOKENS;
+Throughput model (A100 80 GB, bf16; the hardware figures are `hardware.py`'s, measured by the
+preflight where the store holds its record, assumed otherwise):
+- training: tokens x 6 x params / (peak TFLOP/s x MFU), tokens = rows x epochs x TRAIN_TOKENS;
 - reward scoring: a forward pass, tokens x 2 x params at the same MFU;
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
   stops at EOS) / tokens per GPU-second, batched greedy decoding: VLLM_TOKENS_PER_GPU_S's figures
   at the Qwen-1.5 sizes' parameter counts, interpolated (log-log) between them and extended
   along the nearest segment's slope beyond them.
-- an engine start: bf16 weights read at LOAD_GB_PER_S plus ENGINE_WARMUP_S (CUDA graphs, KV cache
+- an engine start: bf16 weights read at the weight-load rate plus ENGINE_WARMUP_S (CUDA graphs, KV cache
   profiling), on every GPU of the engine. Engine hosts (runtime/engines.py) start one per model;
   the figure per inference stage is what a fresh engine per stage costs, and the real count lies
   between the two when training stops idle hosts for its GPUs.
+- a training checkpoint (once per epoch): fp32 weights and AdamW's two moments (CHECKPOINT_BYTES
+  per parameter), each node's share staged on its local disk, then uploaded to the store, while
+  the gang's GPUs wait.
 Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
 """
 
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2s_ray import analysis, methods
+from w2s_ray import analysis, hardware, methods
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.config import SweepConfig
@@ -38,7 +42,6 @@ from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import predictions
 
-A100_BF16_FLOPS = 312e12
 MFU = 0.35
 TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per capability bucket)
 #: decoded tokens per GPU-second by parameter count (Qwen-1.5 0.5B ... 72B)
@@ -46,8 +49,9 @@ VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 450
                          32.5e9: 1200, 72.3e9: 600}
 GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
 INFERENCE_STAGES = ("generate", "reward_scores")
-LOAD_GB_PER_S = 2.0
 ENGINE_WARMUP_S = 60.0
+CHECKPOINT_BYTES = 12  # per parameter: fp32 weights and AdamW's two fp32 moments (runtime/checkpoints.py)
+GPUS_PER_NODE = 8  # the cluster files' GPU nodes (p4de.24xlarge, a2-ultragpu-8g)
 MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
 
 
@@ -148,7 +152,8 @@ def training_recipe(resolved: layout.Layout, stage: dict[str, Any]):
     return resolved.reward if stage["stage"] == "reward_model" else resolved.train
 
 
-def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
+def cost(config: SweepConfig, stage: dict[str, Any],
+         hw: hardware.Figures = hardware.DEFAULT) -> tuple[str, float]:
     """(resource request, GPU-hours) of one planned stage."""
     rung = stage.get("rung")
     resolved = layout.resolve(config, rung) if rung else None
@@ -166,10 +171,10 @@ def cost(config: SweepConfig, stage: dict[str, Any]) -> tuple[str, float]:
                    f"{' ac' if t.activation_checkpointing else ''}" if hp.plan else
                    f"{hp.num_workers} x (CPU {hp.cpus_per_worker}"
                    f"{', GPU 1' if hp.use_gpu else ''}) {hp.strategy}")
-        return request, flops / (A100_BF16_FLOPS * MFU) / 3600
+        return request, flops / (hw["tflops"] * 1e12 * MFU) / 3600
     tp = resolved.inference.tensor_parallel_size
     if stage["stage"] == "reward_scores":
-        return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (A100_BF16_FLOPS * MFU) / 3600
+        return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
     return f"{tp} GPU vLLM tp{tp}", new_tokens / vllm_tokens_per_gpu_s(arch.params) / 3600
 
 
@@ -182,7 +187,8 @@ def vllm_tokens_per_gpu_s(params: float) -> float:
     return t0 * (params / p0) ** slope
 
 
-def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
+def engine_starts(config: SweepConfig, stages: list[dict[str, Any]],
+                  hw: hardware.Figures = hardware.DEFAULT) -> str:
     """Engine starts and their GPU-hours: one per inference stage, and one per model (hosts)."""
     per_stage: list[tuple[str, str]] = []
     for s in stages:
@@ -197,7 +203,7 @@ def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
             if resolved.arch is None:
                 continue
             gpus = resolved.inference.tensor_parallel_size
-            seconds = 2 * resolved.arch.params / 1e9 / LOAD_GB_PER_S + ENGINE_WARMUP_S
+            seconds = 2 * resolved.arch.params / 1e9 / hw["load_gb_per_s"] + ENGINE_WARMUP_S
             total += gpus * seconds / 3600
         return total
 
@@ -206,16 +212,36 @@ def engine_starts(config: SweepConfig, stages: list[dict[str, Any]]) -> str:
             f"engine hosts, one per model {len(per_model)} ({hours(per_model):.1f} GPU-h)")
 
 
+def checkpoints(config: SweepConfig, stages: list[dict[str, Any]],
+                hw: hardware.Figures = hardware.DEFAULT) -> str:
+    """Training checkpoints of the grid: count, size, and the GPU-hours their gangs wait."""
+    saves = size = hours = 0.0
+    for s in stages:
+        resolved = layout.resolve(config, s["rung"]) if s["stage"] in ("sft", "reward_model") and s.get("rung") else None
+        if resolved is None or resolved.arch is None:
+            continue
+        hp = training_recipe(resolved, s)
+        gpus = resources.layout_of(hp).workers if hp.plan else hp.num_workers
+        per_node = CHECKPOINT_BYTES * resolved.arch.params / max(1, math.ceil(gpus / GPUS_PER_NODE)) / 1e9
+        seconds = per_node / hw["disk_write_gb_per_s"] + per_node / hw["store_write_gb_per_s"]
+        saves += hp.epochs
+        size += hp.epochs * CHECKPOINT_BYTES * resolved.arch.params / 1e12
+        hours += hp.epochs * gpus * seconds / 3600
+    return (f"training checkpoints: {saves:.0f} saves, {size:.1f} TB, staged and uploaded while their "
+            f"gangs wait: {hours:.1f} GPU-h")
+
+
 def dry_run(config: SweepConfig) -> str:
     """The report `--dry-run` prints."""
     config = fetch.pin_revisions(config, fetch.planned_revision)
     store = Store(config.storage)
+    hw = hardware.figures(store)
     stages = plan_stages(config)
     lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}{'GB/GPU':>8}"]
     total = done_h = 0.0
     n_done = 0
     for s in stages:
-        request, hours = cost(config, s)
+        request, hours = cost(config, s, hw)
         committed = store.committed(Artifact(s["stage"], s["key"]))
         total += hours
         done_h += hours if committed else 0.0
@@ -227,18 +253,21 @@ def dry_run(config: SweepConfig) -> str:
                      f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}{estimate:>8}"
                      + (f" OVER MEMORY (> {resources.FIT_GB:.0f})" if over else ""))
     naive_stages = plan_stages(config, naive=True)
-    naive = sum(cost(config, s)[1] for s in naive_stages)
+    naive = sum(cost(config, s, hw)[1] for s in naive_stages)
     lines += ["",
               f"unique stages: {len(stages)} (naive grid: {len(naive_stages)}); committed: {n_done}",
               f"GPU-hours, deduplicated grid: {total:.1f} (of which committed: {done_h:.1f}; left: {total - done_h:.1f})",
               f"GPU-hours, naive grid (every stage rerun per pair x seed x method): {naive:.1f}",
               f"naive / deduplicated: {naive / total:.2f}x" if total else "no GPU stage in this grid",
-              engine_starts(config, stages),
+              engine_starts(config, stages, hw),
+              checkpoints(config, stages, hw),
               *[f"hub revision of {r.name}: {r.model}@{r.revision}"
                 + (" (neither the hub nor this machine's cache answered; the run pins it at its start)"
                    if r.revision == fetch.UNPINNED else "")
                 for r in config.ladder.rungs if rungs.kind(r) == "hub"],
-              (f"model: training 6 x params x tokens at {A100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU}, "
+              *[f"hardware figures {line}" for line in hw.describe()],
+              (f"model: training 6 x params x tokens at {hw['tflops']:.0f} TFLOP/s x MFU {MFU} (assumed: "
+              "only a training run measures it), "
               f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU by parameters "
               f"{ {f'{p / 1e9:g}B': t for p, t in VLLM_TOKENS_PER_GPU_S.items()} } (log-log between them)")]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from w2s_ray.ladder.publish import publish_tiny_ladder, rung_parameters, tiny_ru
 from w2s_ray.methods import NotApplicable, targets
 from w2s_ray.progress import TRAINING_STAGES, SweepProgress
 from w2s_ray.report import write_results
-from w2s_ray.runtime import engines
+from w2s_ray.runtime import engines, nodes
 from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import evaluate, metric_rows
@@ -266,6 +266,7 @@ def init_ray(num_cpus: int | None) -> None:
         os.environ["W2S_RAY_CACHE"] = str(Path(os.environ["W2S_RAY_CACHE"]).expanduser().resolve())
     if not ray.is_initialized():
         # A cluster keeps the system config it was started with; only a Ray started here takes ours.
-        started_here = {} if os.environ.get("RAY_ADDRESS") else {"_system_config": WARM_WORKERS}
+        started_here = {} if os.environ.get("RAY_ADDRESS") else {"_system_config": WARM_WORKERS,
+                                                                 "resources": nodes.local_resources()}
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, namespace="w2s_ray",
                  logging_level=logging.WARNING, **started_here)

@@ -3,16 +3,26 @@
 A hub rung is fetched by a stage of its own: a trained model's key names the exact revision it
 started from (a hub repository's `main` moves), every node then reads the weights from the store
 through its node cache like any trained model, and no training process group waits in a
-collective while one of its ranks downloads 145 GB from the hub. The fetch runs in the trial's
-process (network and disk bound, it needs no CPU of its own) into a scratch folder it removes;
-a copy already in this machine's Hugging Face cache is used as it is.
+collective while one of its ranks downloads 145 GB from the hub.
+
+The download runs as a Ray task on a GPU node (`runtime.nodes`), never in the trial's process:
+trials start on the CPU head, whose disk and network would otherwise carry every base model. It
+first checks that the node's scratch disk holds the snapshot (sizes from the hub's file listing)
+and stops before downloading when it does not; then it fetches one file at a time into the
+scratch folder, puts it in the store and deletes it. A copy already in the node's Hugging Face
+cache is put in the store as it is.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import pyarrow.fs as pafs
 
 from w2s_ray.artifacts import Artifact, Builder, Store
 from w2s_ray.config import RungSpec, SweepConfig
@@ -89,6 +99,62 @@ def artifact(rung: RungSpec) -> Artifact:
     return Artifact.make("fetch", VERSION, [], {"model": rung.model, "revision": rung.revision})
 
 
+class DiskSpaceError(OSError):
+    """A hub snapshot does not fit on the disk of the node that would download it."""
+
+
+def hub_files(model: str, revision: str) -> list[tuple[str, int]]:
+    """(file, bytes) of FILES at `revision`, from the hub's listing: nothing is downloaded."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    info = HfApi().model_info(model, revision=revision, files_metadata=True, timeout=30)
+    wanted = filter_repo_objects(info.siblings or [], allow_patterns=FILES, key=lambda f: f.rfilename)
+    return [(f.rfilename, f.size or 0) for f in wanted]
+
+
+def check_space(model: str, revision: str, need: int, folder: str) -> None:
+    """Stop before downloading when `folder`'s disk has less free than the snapshot's `need`
+    bytes: one file at a time passes through it, and the node's cache holds the whole model when
+    a stage here loads it."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DiskSpaceError(f"fetch of {model}@{revision[:12]} on {socket.gethostname()}: the snapshot needs "
+                             f"{need:,} bytes ({need / 1e9:.1f} GB) and {folder} has {free:,} bytes "
+                             f"({free / 1e9:.1f} GB) free: free space there, or point TMPDIR at a "
+                             "larger disk on the GPU nodes")
+
+
+def download(store: Store, model: str, revision: str, folder: str) -> dict:
+    """The snapshot of `model` at `revision` into the store's `folder`, file by file; run on the
+    node that downloads (`fetched` places it)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    meta = {"model": model, "revision": revision, "node": socket.gethostname()}
+    try:
+        local = Path(snapshot_download(model, revision=revision, allow_patterns=FILES, local_files_only=True))
+        files = [p for p in local.rglob("*") if p.is_file()]
+        store.upload_dir(local, folder)
+        return {**meta, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    except LocalEntryNotFoundError:
+        pass
+    listing = hub_files(model, revision)
+    scratch_root = tempfile.gettempdir()
+    check_space(model, revision, sum(size for _, size in listing), scratch_root)
+    size = 0
+    with tempfile.TemporaryDirectory(prefix="w2s-fetch-", dir=scratch_root) as scratch:
+        for name, _ in listing:
+            path = Path(hf_hub_download(model, name, revision=revision, local_dir=scratch))
+            size += path.stat().st_size
+            dest = f"{folder}/{name}"
+            store.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(path), dest, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=store.fs)
+            os.remove(path)
+    return {**meta, "files": len(listing), "bytes": size}
+
+
 def fetched(store: Store, builder: Builder, rung: RungSpec) -> Artifact:
     """The rung's pinned revision, committed in the store."""
     if rung.revision is None:
@@ -97,19 +163,11 @@ def fetched(store: Store, builder: Builder, rung: RungSpec) -> Artifact:
     art = artifact(rung)
 
     def build(folder: str) -> dict:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        import ray
 
-        with tempfile.TemporaryDirectory(prefix="w2s-fetch-") as scratch:
-            try:
-                local = snapshot_download(rung.model, revision=rung.revision, allow_patterns=FILES,
-                                          local_files_only=True)
-            except LocalEntryNotFoundError:
-                local = snapshot_download(rung.model, revision=rung.revision, allow_patterns=FILES,
-                                          cache_dir=scratch)
-            files = [p for p in Path(local).rglob("*") if p.is_file()]
-            size = sum(p.stat().st_size for p in files)
-            store.upload_dir(local, folder)
-        return {"model": rung.model, "revision": rung.revision, "files": len(files), "bytes": size}
+        from w2s_ray.runtime import nodes
+
+        task = ray.remote(download).options(**nodes.on_gpu_node())
+        return ray.get(task.remote(store, rung.model, rung.revision, folder))
 
     return builder.ensure(art, build, tag=rung.name)
