@@ -159,3 +159,45 @@ def test_a_budget_that_is_not_a_number_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("W2S_RAY_CACHE_GB", "lots")
     with pytest.raises(ValueError, match="W2S_RAY_CACHE_GB: expected a number of GB, got 'lots'"):
         node_cache.budget_bytes(tmp_path)
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_gang_has_its_nodes_copy_before_the_process_group_starts(ray_local, s3_server, tmp_path):
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from w2s_ray.config import TrainHParams
+    from w2s_ray.models.location import ModelLocation
+    from w2s_ray.runtime.ray_train import CopiesFirstConfig
+
+    store = Store(f"s3://w2s/{tmp_path.name}-gang")
+    folder = store.path("artifacts", "sft", "k5", "attempt-1")
+    put(store, folder, {"model.safetensors": os.urandom(1 << 20), "config.json": b"{}"})
+    cache, seen = tmp_path / "cache", tmp_path / "seen"
+    seen.mkdir()
+
+    class Recorded(ModelLocation):
+        def local(self, weights: bool = True) -> str:
+            import torch.distributed as dist
+
+            os.environ["W2S_RAY_CACHE"] = str(cache)  # Ray's workers started before this test
+            path = super().local(weights)
+            (seen / f"{os.getpid()}-weights={weights}-group={dist.is_initialized()}").touch()
+            return path
+
+    def loop(config):
+        import torch.distributed as dist
+
+        copies = len(node_cache.downloads(cache / "remote"))
+        rank = ray.train.get_context().get_world_rank()
+        (seen / f"loop-rank{rank}-group={dist.is_initialized()}-copies={copies}").touch()
+
+    hp = TrainHParams(num_workers=2, strategy="fsdp", cpus_per_worker=0.5)
+    cfg = {"model": Recorded(store.root, folder, stored=True), "hp": hp.model_dump(), "anchor": None}
+    TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                          run_config=RunConfig(storage_path=str(tmp_path / "runs")),
+                          torch_config=CopiesFirstConfig(train_cfg=cfg)).fit()
+    assert sorted(p.name.split("-", 1)[1] for p in seen.iterdir()) == [
+        "rank0-group=True-copies=2", "rank1-group=True-copies=2",  # the loop: a real gang, copies made
+        "weights=False-group=False", "weights=True-group=False"], "rank 0 reads weights, rank 1 not; both before the group"
