@@ -66,7 +66,7 @@ def test_a_model_of_many_files_is_fetched_once_per_node_with_concurrent_ranged_r
     cache = tmp_path / "cache"
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=fetch_with, args=(store.root, folder, str(cache), SMALL, out)) for _ in range(3)]
+    procs = [ctx.Process(target=fetch_with, args=(store.root, folder, str(cache), SMALL, out)) for _ in range(2)]
     for p in procs:
         p.start()
     paths = {out.get(timeout=120) for _ in procs}
