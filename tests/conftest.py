@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 import ray
@@ -31,6 +33,7 @@ def s3_server():
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    MOTO.append(server)
     host, port = server.get_host_and_port()
     env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -44,6 +47,57 @@ def s3_server():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+MOTO: list = []
+
+
+class S3Traffic:
+    """The object GETs the local S3 server answers under a key prefix, observed at the server:
+    how many were in flight at once (each held `delay` seconds, an S3-like first-byte latency),
+    how many asked for a byte range, and the bytes sent."""
+
+    def __init__(self, prefix: str, delay: float = 0.02):
+        self.prefix, self.delay = prefix, delay
+        self.lock = threading.Lock()
+        self.active = self.most = self.gets = self.ranged = self.bytes = 0
+
+    def wrap(self, app):
+        def counted(environ, start_response):
+            if environ["REQUEST_METHOD"] != "GET" or not environ["PATH_INFO"].startswith(self.prefix):
+                return app(environ, start_response)
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(self.delay)
+                body = list(app(environ, start_response))
+            finally:
+                with self.lock:
+                    self.active -= 1
+            with self.lock:
+                self.gets += 1
+                self.ranged += "HTTP_RANGE" in environ
+                self.bytes += sum(map(len, body))
+            return body
+
+        return counted
+
+
+@pytest.fixture
+def s3_traffic(s3_server):
+    """Call with a key prefix (`/bucket/...`) to observe the server's GETs under it."""
+    server = MOTO[-1]._server
+    app = server.app
+    made = []
+
+    def observe(prefix: str) -> S3Traffic:
+        made.append(S3Traffic(prefix))
+        server.app = made[-1].wrap(server.app)
+        return made[-1]
+
+    yield observe
+    server.app = app
 
 
 @pytest.fixture(scope="session")

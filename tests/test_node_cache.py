@@ -45,39 +45,82 @@ def test_concurrent_readers_on_one_node_share_one_download(s3_server, tmp_path, 
     assert not list((cache / "remote").glob("*.tmp-*"))
 
 
-def partial(folder: Path) -> bool:
-    """Whether a download into `folder` has begun writing and not yet been renamed into place."""
+def fetch_with(root: str, folder: str, cache: str, sizes: dict, out) -> None:
+    """A fetch in its own process, with the node cache's transfer sizes set small."""
+    for name, value in sizes.items():
+        setattr(node_cache, name, value)
+    fetch_in_process(root, folder, cache, out)
+
+
+#: 24 files of 2 MiB in 512 KiB parts, at most 4 MiB of files in flight
+SMALL = {"PART_BYTES": 512 << 10, "WINDOW_BYTES": 4 << 20, "CONCURRENCY": 8}
+MODEL = {f"model-{i:05d}-of-00024.safetensors": 2 << 20 for i in range(24)}
+
+
+def test_a_model_of_many_files_is_fetched_once_per_node_with_concurrent_ranged_requests(
+        s3_server, s3_traffic, tmp_path):
+    store = Store(f"s3://w2s/{tmp_path.name}-many")
+    folder = store.path("artifacts", "sft", "k0", "attempt-1")
+    put(store, folder, {name: os.urandom(size) for name, size in MODEL.items()})
+    traffic = s3_traffic(f"/{folder}/")
+    cache = tmp_path / "cache"
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=fetch_with, args=(store.root, folder, str(cache), SMALL, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    paths = {out.get(timeout=120) for _ in procs}
+    for p in procs:
+        p.join(timeout=60)
+    assert len(paths) == 1 and len(node_cache.downloads(cache / "remote")) == 1
+    assert traffic.most >= 4, f"at most {traffic.most} requests at once"
+    assert traffic.ranged == traffic.gets == 24 * 4, "every file in four ranged parts, each fetched once"
+    assert traffic.bytes == sum(MODEL.values())
+    local = Path(paths.pop())
+    assert {p.name: p.stat().st_size for p in local.iterdir()} == MODEL
+
+
+def complete_files(folder: Path) -> int:
+    """Files a copy in progress has finished (the transfer writes each under a temporary name)."""
     try:
-        return any(".tmp-" in name and os.listdir(folder / name) for name in os.listdir(folder))
-    except FileNotFoundError:  # the folder does not exist yet, or was renamed while we looked
-        return False
+        partial = next(p for p in folder.iterdir() if p.name.endswith(node_cache.PARTIAL))
+        return sum(1 for p in partial.iterdir() if p.name.endswith(".safetensors"))
+    except (FileNotFoundError, StopIteration):  # not started yet, or renamed while we looked
+        return 0
 
 
-def test_a_killed_download_leaves_no_copy_that_reads_as_complete(s3_server, tmp_path):
+def test_a_copy_killed_half_way_resumes_and_fetches_only_what_is_missing(s3_server, s3_traffic, tmp_path,
+                                                                         monkeypatch):
     store = Store(f"s3://w2s/{tmp_path.name}-kill")
     folder = store.path("artifacts", "sft", "k2", "attempt-1")
-    put(store, folder, {f"model-{i}.safetensors": os.urandom(32 << 20) for i in range(6)})
+    files = {name: os.urandom(size) for name, size in MODEL.items()}
+    put(store, folder, files)
+    traffic = s3_traffic(f"/{folder}/")
     cache = tmp_path / "cache"
     ctx = mp.get_context("spawn")
     out = ctx.Queue()  # held here: the child unpickles it after start()
-    proc = ctx.Process(target=fetch_in_process, args=(store.root, folder, str(cache), out))
+    proc = ctx.Process(target=fetch_with, args=(store.root, folder, str(cache), SMALL, out))
     proc.start()
     deadline = time.time() + 300
-    while time.time() < deadline and not partial(cache / "remote"):
+    while time.time() < deadline and complete_files(cache / "remote") < 12:
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
-    assert list((cache / "remote").glob("*.tmp-*")), "killed mid-copy, with a partial folder"
+    kept = complete_files(cache / "remote")
+    assert 12 <= kept < 24, "killed half-way"
     assert not node_cache.downloads(cache / "remote")
 
-    os.environ["W2S_RAY_CACHE"] = str(cache)
-    try:
-        local = Path(store.local_dir(folder))
-    finally:
-        del os.environ["W2S_RAY_CACHE"]
-    assert sorted(p.name for p in local.iterdir()) == [f"model-{i}.safetensors" for i in range(6)]
-    assert all(p.stat().st_size == 32 << 20 for p in local.iterdir())
-    assert not list((cache / "remote").glob("*.tmp-*")), "the stale partial copy is removed"
+    monkeypatch.setenv("W2S_RAY_CACHE", str(cache))
+    for name, value in SMALL.items():
+        monkeypatch.setattr(node_cache, name, value)
+    local = Path(store.local_dir(folder))
+    assert {p.name: p.stat().st_size for p in local.iterdir()} == MODEL
+    assert all((local / name).read_bytes() == data for name, data in files.items())
+    (event,) = node_cache.downloads(cache / "remote")
+    assert event["kept_bytes"] >= kept * (2 << 20)
+    total = sum(MODEL.values())
+    assert traffic.bytes <= 1.1 * total, f"{traffic.bytes / total:.2f} x the model's size fetched in all"
+    assert not list((cache / "remote").glob("*.tmp-*")), "the partial copy became the entry"
 
 
 def test_a_process_that_reads_no_weights_copies_no_weights(s3_server, tmp_path, monkeypatch):
@@ -116,3 +159,45 @@ def test_a_budget_that_is_not_a_number_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("W2S_RAY_CACHE_GB", "lots")
     with pytest.raises(ValueError, match="W2S_RAY_CACHE_GB: expected a number of GB, got 'lots'"):
         node_cache.budget_bytes(tmp_path)
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_gang_has_its_nodes_copy_before_the_process_group_starts(ray_local, s3_server, tmp_path):
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from w2s_ray.config import TrainHParams
+    from w2s_ray.models.location import ModelLocation
+    from w2s_ray.runtime.ray_train import CopiesFirstConfig
+
+    store = Store(f"s3://w2s/{tmp_path.name}-gang")
+    folder = store.path("artifacts", "sft", "k5", "attempt-1")
+    put(store, folder, {"model.safetensors": os.urandom(1 << 20), "config.json": b"{}"})
+    cache, seen = tmp_path / "cache", tmp_path / "seen"
+    seen.mkdir()
+
+    class Recorded(ModelLocation):
+        def local(self, weights: bool = True) -> str:
+            import torch.distributed as dist
+
+            os.environ["W2S_RAY_CACHE"] = str(cache)  # Ray's workers started before this test
+            path = super().local(weights)
+            (seen / f"{os.getpid()}-weights={weights}-group={dist.is_initialized()}").touch()
+            return path
+
+    def loop(config):
+        import torch.distributed as dist
+
+        copies = len(node_cache.downloads(cache / "remote"))
+        rank = ray.train.get_context().get_world_rank()
+        (seen / f"loop-rank{rank}-group={dist.is_initialized()}-copies={copies}").touch()
+
+    hp = TrainHParams(num_workers=2, strategy="fsdp", cpus_per_worker=0.5)
+    cfg = {"model": Recorded(store.root, folder, stored=True), "hp": hp.model_dump(), "anchor": None}
+    TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                          run_config=RunConfig(storage_path=str(tmp_path / "runs")),
+                          torch_config=CopiesFirstConfig(train_cfg=cfg)).fit()
+    assert sorted(p.name.split("-", 1)[1] for p in seen.iterdir()) == [
+        "rank0-group=True-copies=2", "rank1-group=True-copies=2",  # the loop: a real gang, copies made
+        "weights=False-group=False", "weights=True-group=False"], "rank 0 reads weights, rank 1 not; both before the group"

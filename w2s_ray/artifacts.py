@@ -6,6 +6,12 @@ writing `<stage>/<key>/COMMITTED.json`, which names the attempt, as one object. 
 before that marker leaves an attempt folder nobody reads. Object stores have no atomic rename of
 folders, but a single object appears whole or not at all, which is all the marker needs.
 
+The marker also records every file's size and sha256 (`content`, `w2s_ray/integrity.py`). A
+committed artifact whose files no longer match (a table cut short, a model file altered) is
+reported by stage and key and never read: `location` checks the sizes (and re-hashes a file whose
+mtime changed), a node's copy checks the digests. Markers written before `content` existed are
+read as before.
+
 Two trials that need the same artifact at the same time build it once: a named Ray actor leases
 each key to one builder; the others wait for the marker.
 """
@@ -29,7 +35,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from w2s_ray import node_cache
+from w2s_ray import integrity, node_cache
+from w2s_ray.integrity import DamagedArtifact
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,7 @@ class Store:
         else:
             self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).resolve())
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._checked: set[tuple[str, str]] = set()
 
     def path(self, *parts: str) -> str:
         """A path inside the store, as `self.fs` addresses it."""
@@ -117,7 +125,13 @@ class Store:
     def read_table(self, path: str) -> pd.DataFrame:
         """The table, its text columns as Python strings with None where missing (pandas >= 3
         reads them as its string dtype, whose missing value is float NaN)."""
-        return with_none(pq.read_table(path, filesystem=self.fs).to_pandas())
+        try:
+            table = pq.read_table(path, filesystem=self.fs)
+        except pa.ArrowInvalid as err:  # cut short or overwritten (under a marker without `content`)
+            raise DamagedArtifact(
+                f"{path} is not a readable Parquet table ({str(err).splitlines()[0]}). If it belongs to a "
+                f"committed artifact, delete that artifact's {MARKER} and run again to rebuild it") from None
+        return with_none(table.to_pandas())
 
     def list_files(self, folder: str) -> list[str]:
         sel = pafs.FileSelector(folder, allow_not_found=True, recursive=False)
@@ -125,9 +139,13 @@ class Store:
 
     # -- folders -----------------------------------------------------------------------------
     def upload_dir(self, local: str | Path, dest: str) -> None:
+        """Copy a local folder into `dest`, with its files' digests hashed here, from local disk,
+        for the commit record (a commit would otherwise read them back from the store)."""
+        digests = integrity.local_digests(local)
         self.fs.create_dir(dest, recursive=True)
         pafs.copy_files(str(local), dest, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
+        self.write_json(f"{dest}/{integrity.DIGESTS}{uuid.uuid4().hex[:8]}.json", digests)
 
     def local_dir(self, folder: str, weights: bool = True) -> str:
         """A local path holding `folder`: itself on a local store, else the node's cached copy
@@ -135,7 +153,13 @@ class Store:
         if self.local:
             return folder
         name = hashlib.sha256(f"{self.root}|{folder}".encode()).hexdigest()[:24]
-        return str(node_cache.fetch(self.fs, folder, cache_dir() / "remote", name, weights))
+        stage_key, attempt = folder.rsplit("/", 1)
+        marker = f"{stage_key}/{MARKER}"
+        record = self.read_json(marker) if self.exists(marker) else {}
+        expected = record.get("content") if record.get("attempt") == attempt else None
+        what = "/".join(stage_key.rsplit("/", 2)[-2:])
+        return str(node_cache.fetch(self.fs, folder, cache_dir() / "remote", name, weights, expected,
+                                    what, self._remedy(marker, attempt)))
 
     # -- artifacts ---------------------------------------------------------------------------
     def marker(self, art: Artifact) -> str:
@@ -145,9 +169,65 @@ class Store:
         return self.exists(self.marker(art))
 
     def location(self, art: Artifact) -> str:
-        """The committed attempt folder of an artifact."""
+        """The committed attempt folder of an artifact, its files checked against the commit
+        record (once per process): DamagedArtifact if they differ."""
         meta = self.read_json(self.marker(art))
-        return self.path("artifacts", art.stage, art.key, meta["attempt"])
+        folder = self.path("artifacts", art.stage, art.key, meta["attempt"])
+        if (art.id, meta["attempt"]) not in self._checked and "content" in meta:
+            self._check(art, folder, meta)
+            self._checked.add((art.id, meta["attempt"]))
+        return folder
+
+    def _check(self, art: Artifact, folder: str, meta: dict[str, Any]) -> None:
+        found = self._listing(folder)
+        expected = meta["content"]
+        problems = integrity.differences(expected, {rel: info.size for rel, info in found.items()})
+        for rel, record in sorted(expected.items()):
+            info = found.get(rel)
+            # Same size, new mtime: rewritten in place; only its bytes can tell.
+            if info is not None and info.size == record["size"] and record.get("mtime_ns") is not None \
+                    and info.mtime_ns != record["mtime_ns"]:
+                with self.fs.open_input_stream(info.path) as f:
+                    digest = integrity.sha256_stream(f)
+                if digest != record["sha256"]:
+                    problems.append(f"{rel} was rewritten after the commit and its content differs "
+                                    f"(sha256 {digest[:12]}, committed {record['sha256'][:12]})")
+        if problems:
+            raise integrity.damaged(art.id, problems, self._remedy(self.marker(art), meta["attempt"]))
+
+    def _remedy(self, marker: str, attempt: str) -> str:
+        return (f"To rebuild it, delete {marker} and run again (the damaged files stay in {attempt} "
+                "for inspection; what was built from it stays committed)")
+
+    def _listing(self, folder: str) -> dict[str, pafs.FileInfo]:
+        """The files of a folder by relative path (the writers' digest files left out)."""
+        prefix = folder.rstrip("/") + "/"
+        infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        return {i.path[len(prefix):]: i for i in infos
+                if i.type == pafs.FileType.File and not i.base_name.startswith(integrity.DIGESTS)}
+
+    def content(self, folder: str) -> dict[str, dict[str, Any]]:
+        """{relative path: {size, sha256, mtime_ns}} of an attempt's files, for its commit record:
+        digests from the writers' digest files where they match, else read back once."""
+        found = self._listing(folder)
+        known: dict[str, dict[str, Any]] = {}
+        sel = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+        sidecars = [i.path for i in self.fs.get_file_info(sel) if i.base_name.startswith(integrity.DIGESTS)]
+        prefix = folder.rstrip("/") + "/"
+        for sidecar in sidecars:
+            where = sidecar.rsplit("/", 1)[0] + "/"
+            for rel, record in self.read_json(sidecar).items():
+                known[(where + rel)[len(prefix):]] = record
+        out = {}
+        for rel, info in sorted(found.items()):
+            record = known.get(rel)
+            if record is None or record["size"] != info.size:
+                with self.fs.open_input_stream(info.path) as f:
+                    record = {"size": info.size, "sha256": integrity.sha256_stream(f)}
+            out[rel] = {"size": info.size, "sha256": record["sha256"], "mtime_ns": info.mtime_ns}
+        for sidecar in sidecars:  # folded into the record
+            self.fs.delete_file(sidecar)
+        return out
 
     def new_attempt(self, art: Artifact) -> tuple[str, str]:
         attempt = f"attempt-{uuid.uuid4().hex[:12]}"
@@ -156,7 +236,9 @@ class Store:
         return attempt, folder
 
     def commit(self, art: Artifact, attempt: str, meta: dict[str, Any]) -> None:
-        self.write_json(self.marker(art), {"attempt": attempt, "committed_at": time.time(), **meta})
+        content = self.content(self.path("artifacts", art.stage, art.key, attempt))
+        self.write_json(self.marker(art), {"attempt": attempt, "committed_at": time.time(), **meta,
+                                           "content": content})
 
 
 class LeaseBook:

@@ -8,6 +8,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from w2s_ray import integrity
+from w2s_ray.artifacts import cache_dir
 from w2s_ray.config import RungSpec
 
 TINY = "tiny:"
@@ -25,6 +27,17 @@ def kind(rung: RungSpec) -> Kind:
     if model.startswith(("/", ".", "~")) or Path(model).is_dir():
         return "path"
     return "hub" if model.count("/") == 1 else "path"
+
+
+def path_identity(rung: RungSpec) -> str:
+    """What names a path rung's base model: a local folder by its files' content, so that a
+    checkpoint overwritten in place is a new base (and one moved elsewhere the same); a name
+    that is no local folder (`from_pretrained` resolves it) by the name. Each file is hashed
+    once per machine while its size and mtime stay the same (`integrity.DigestCache`)."""
+    folder = Path(rung.model).expanduser()
+    if not folder.is_dir():
+        return rung.model
+    return "files:" + integrity.folder_digest(folder, integrity.DigestCache(cache_dir() / "digests.json"))
 
 
 def tiny_name(rung: RungSpec) -> str:

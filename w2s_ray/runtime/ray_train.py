@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch.config import _TorchBackend
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from w2s_ray.artifacts import Store
@@ -111,10 +113,42 @@ def train_loop(cfg: dict[str, Any]) -> None:
     ray.train.report({k: v for k, v in metrics.items() if k not in ("losses", "lengths")})
 
 
+def node_copies(cfg: dict[str, Any], rank: int, world: int) -> None:
+    """The models this rank reads, in its node's cache: the node's first rank copies them while
+    the others wait on the cache's file lock."""
+    hp = TrainHParams(**cfg["hp"])
+    cfg["model"].local(weights=parallel.reads_weights(hp, rank, world))
+    if hp.toward_base and cfg["anchor"] is not None:
+        cfg["anchor"].local()
+
+
+class _CopiesFirst(_TorchBackend):
+    """Torch's backend (as Ray's own torchft backend extends it) that has every worker copy its
+    models to its node before the process group starts: no rank waits for a download inside a
+    collective, under the process group's timeout."""
+
+    def on_start(self, worker_group, backend_config: CopiesFirstConfig) -> None:
+        n = len(worker_group)
+        ray.get([worker_group.execute_single_async(i, node_copies, backend_config.train_cfg, i, n)
+                 for i in range(n)])
+        super().on_start(worker_group, backend_config)
+
+
+@dataclass
+class CopiesFirstConfig(TorchConfig):
+    train_cfg: dict[str, Any] | None = None
+
+    @property
+    def backend_cls(self):
+        return _CopiesFirst
+
+
 def fit(cfg: dict[str, Any], hp: TrainHParams, run: RunConfig) -> None:
     scaling = ScalingConfig(num_workers=hp.num_workers, use_gpu=hp.use_gpu,
                             resources_per_worker={"CPU": hp.cpus_per_worker})
-    TorchTrainer(train_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run).fit()
+    torch_config = CopiesFirstConfig(train_cfg=cfg) if hp.num_workers > 0 else None
+    TorchTrainer(train_loop, train_loop_config=cfg, scaling_config=scaling, run_config=run,
+                 torch_config=torch_config).fit()
 
 
 @ray.remote

@@ -57,7 +57,7 @@ class StageContext:
             case "tiny":
                 return f"base:{publish.identity(rungs.tiny_name(spec))}"
             case _:
-                return f"base:{spec.model}"
+                return f"base:{rungs.path_identity(spec)}"
 
     def model(self, art: Artifact, rung: str | None = None) -> ModelRef:
         return ModelRef(id=art.id, source=self.store.location(art), artifact=art,
