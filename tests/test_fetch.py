@@ -4,6 +4,7 @@ No hub is reachable here, so the hub is this machine's Hugging Face cache in its
 (`models--org--name/refs/main`, `snapshots/<sha>/`), read offline by huggingface_hub itself.
 """
 
+import hashlib
 import shutil
 import socket
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from tests.test_stages import context, scan_rows, table
+from w2s_ray import integrity
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.models import rungs
 from w2s_ray.plan import PlanBuilder, PlanStore
@@ -132,7 +134,7 @@ def test_a_snapshot_that_does_not_fit_the_nodes_disk_stops_before_any_download(t
     assert downloaded == [] and not (tmp_path / "store").exists()
 
 
-def test_a_snapshot_goes_into_the_store_file_by_file_leaving_no_scratch(tmp_path, offline_hub):
+def test_a_snapshot_goes_into_the_store_file_by_file_leaving_no_scratch(tmp_path, offline_hub, monkeypatch):
     listing, downloaded = offline_hub
     listing += [("config.json", 100), ("model.safetensors", 5000), ("sub/tokenizer.json", 70)]
     store = Store(str(tmp_path / "store"))
@@ -140,8 +142,14 @@ def test_a_snapshot_goes_into_the_store_file_by_file_leaving_no_scratch(tmp_path
     meta = fetch.download(store, "w2s-test/small", SHA, folder)
     assert downloaded == [name for name, _ in listing]
     assert meta["files"] == 3 and meta["bytes"] == 5170 and meta["node"] == socket.gethostname()
-    stored = {p.relative_to(folder).as_posix(): p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()}
+    stored = {p.relative_to(folder).as_posix(): p.stat().st_size for p in Path(folder).rglob("*")
+              if p.is_file() and not p.name.startswith(integrity.DIGESTS)}
     assert stored == dict(listing)
+    # hashed on the node as the files passed through, so the commit record reads nothing back
+    monkeypatch.setattr(integrity, "sha256_stream", lambda stream: pytest.fail("a stored file was read back"))
+    assert store.content(folder) == {
+        name: {"size": size, "sha256": hashlib.sha256(b"w" * size).hexdigest(),
+               "mtime_ns": (Path(folder) / name).stat().st_mtime_ns} for name, size in listing}
     assert not list(tmp_path.glob("w2s-fetch-*")), "the scratch folder is removed"
 
 

@@ -19,11 +19,13 @@ import os
 import shutil
 import socket
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from w2s_ray import integrity
 from w2s_ray.artifacts import Artifact, Builder, Store
 from w2s_ray.config import RungSpec, SweepConfig
 from w2s_ray.models import rungs
@@ -142,17 +144,19 @@ def download(store: Store, model: str, revision: str, folder: str) -> dict:
     listing = hub_files(model, revision)
     scratch_root = tempfile.gettempdir()
     check_space(model, revision, sum(size for _, size in listing), scratch_root)
-    size = 0
+    digests = {}
     with tempfile.TemporaryDirectory(prefix="w2s-fetch-", dir=scratch_root) as scratch:
         for name, _ in listing:
             path = Path(hf_hub_download(model, name, revision=revision, local_dir=scratch))
-            size += path.stat().st_size
+            # hashed here, from local disk: the commit would otherwise read the upload back
+            digests[name] = {"size": path.stat().st_size, "sha256": integrity.sha256_file(path)}
             dest = f"{folder}/{name}"
             store.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             pafs.copy_files(str(path), dest, source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=store.fs)
             os.remove(path)
-    return {**meta, "files": len(listing), "bytes": size}
+    store.write_json(f"{folder}/{integrity.DIGESTS}{uuid.uuid4().hex[:8]}.json", digests)
+    return {**meta, "files": len(listing), "bytes": sum(d["size"] for d in digests.values())}
 
 
 def fetched(store: Store, builder: Builder, rung: RungSpec) -> Artifact:
