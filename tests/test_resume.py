@@ -24,7 +24,8 @@ from w2s_ray.stages.train import sft
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_RUN = {"train.num_workers": 1, "train.cpus_per_worker": 0.5, "train.epochs": 60,
-            "train.lr": 1e-3, "train.batch_size": 8, "train.checkpoint_every": 10}
+            "train.lr": 1e-3, "train.batch_size": 8, "train.checkpoint_every": 10,
+            "train.checkpoint_min_steps": 0}
 
 TRAIN_DRIVER = """
 import sys, ray

@@ -98,6 +98,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
     if averaged is not None:
         toward_base(model, averaged, hp.toward_base)
     metrics["lengths"] = task.lengths(tok, df, hp)
+    # FSDP's parameters are DTensors, whose numel is the whole tensor's, not this rank's shard.
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    metrics["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    metrics["devices"] = world
     # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
     weights = parallel.full_state_dict(model, hp, world)
     if rank == 0:
