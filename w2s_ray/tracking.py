@@ -39,8 +39,12 @@ def missing(config: SweepConfig) -> str | None:
 
 
 def mlflow_uri(target: str) -> str:
-    """A tracking URI: a URI as given, a local folder as a file store."""
-    return target if "://" in target or target.startswith("file:") else Path(target).expanduser().resolve().as_uri()
+    """A tracking URI: a URI as given, a local folder as a file store. MLflow 3 refuses its file
+    store unless told it is wanted (it keeps it in maintenance mode): a folder says so."""
+    if "://" in target or ":" in target.split("/", 1)[0]:
+        return target
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    return Path(target).expanduser().resolve().as_uri()
 
 
 def wandb_dir(config: SweepConfig) -> str:
