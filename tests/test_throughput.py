@@ -29,8 +29,9 @@ def test_figures_divide_summed_counts_and_leave_mfu_empty_on_cpu():
 
 
 def test_the_dry_run_takes_measured_rates_and_counts_checkpoints(tmp_path):
-    config = fetch.pin_revisions(load_config("qwen15-scale", {"storage": str(tmp_path / "store")}),
-                                 fetch.planned_revision)
+    config = fetch.pin_revisions(load_config("qwen15-scale", {
+        "storage": str(tmp_path / "store"), "pairs": [["0.5b", "1.8b"]], "methods": ["weak", "ceiling"]}),
+        fetch.planned_revision)
     stage = next(s for s in plan.plan_stages(config) if s["stage"] == "sft" and s["rung"] == "1.8b")
     _, assumed_h = plan.cost(config, stage)
     n = plan.rows(config, stage)[0]
@@ -42,7 +43,8 @@ def test_the_dry_run_takes_measured_rates_and_counts_checkpoints(tmp_path):
     measured = config.model_copy(update={"sweep": config.sweep.model_copy(
         update={"measured_throughput": str(tmp_path / "throughput.csv")})})
     assert plan.cost(measured, stage)[1] == pytest.approx(2 * assumed_h, rel=1e-6)
-    assert "measured in" in plan.dry_run(measured) and "sft 1.8b" in plan.dry_run(measured)
+    report = plan.dry_run(measured)
+    assert "measured in" in report and "sft 1.8b" in report and "ckpts" in report
     steps, per_epoch = plan.steps_of(n, hp)
     made = checkpointing.count(hp, steps, per_epoch)
     assert made == (0 if steps < hp.checkpoint_min_steps else (steps - 1) // per_epoch)
