@@ -89,6 +89,10 @@ class TrainHParams(Strict):
         200, ge=0, description="a stage of fewer steps writes no resumable checkpoint: a run "
                                "resumed after a failure restarts it from its first step (a full "
                                "checkpoint, weights and AdamW in fp32, costs 12 bytes a parameter)")
+    checkpoint_to: Literal["local", "store"] = Field(
+        "local", description="local: each rank writes its checkpoint shards to the node's disk, then "
+                             "Ray Train uploads them; store: each rank streams them straight to the "
+                             "store (no node disk needed, the step waits for the store's writes)")
     plan: bool = Field(False, description="take workers, strategy, accumulation, checkpointing and "
                                           "precision from the resource plan of each rung's architecture")
 

@@ -87,7 +87,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     try:
         metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task,
-                           checkpoints=RayTrainCheckpoints() if hp.num_workers > 0 else None, dev=dev)
+                           checkpoints=RayTrainCheckpoints(hp.checkpoint_to) if hp.num_workers > 0 else None, dev=dev)
     except torch.OutOfMemoryError as err:
         cuda = dev.type == "cuda"
         store.write_json(cfg["oom_marker"], {

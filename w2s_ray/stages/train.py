@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 #: How the work is laid out, not what is computed: excluded from the artifact key.
 LAYOUT = {"num_workers", "cpus_per_worker", "use_gpu", "torch_threads", "strategy", "grad_accum",
-          "activation_checkpointing", "checkpoint_every", "plan", "checkpoint_min_steps"}
+          "activation_checkpointing", "checkpoint_every", "plan", "checkpoint_min_steps",
+          "checkpoint_to"}
 
 Recipe = Literal["train", "stage2", "reward"]
 #: what a training run trains (`runtime/tasks.py`) -> the version its artifacts' keys name
