@@ -1,4 +1,5 @@
-"""torch.distributed.checkpoint reads straight from the store, each rank only its own byte ranges.
+"""torch.distributed.checkpoint reads straight from the store, each rank only its own byte ranges
+(and, with `train.checkpoint_to: store`, writes there without a copy on the node's disk).
 
 Ray Train's `Checkpoint.as_directory()` downloads a whole remote checkpoint on every node before
 anything is read: at 72B that is the model, its gradients' Adam moments and all, ~0.9 TB per node.
