@@ -85,12 +85,36 @@ def test_a_tiny_sweep_writes_its_throughput_and_sends_metrics_to_mlflow(tmp_path
     assert {"pgr.csv", "throughput.csv", "report.html"} <= names
 
 
-def test_tracking_without_its_library_names_the_field_and_the_extra(monkeypatch):
+def test_tracking_without_its_library_names_the_field_and_the_extra(monkeypatch, tmp_path):
     import importlib.util
 
     from w2s_ray import tracking
+    from w2s_ray.checks import problem
 
-    config = load_config("tiny", {"tracking.wandb": "offline"})
+    config = load_config("tiny", {"tracking.wandb": "offline", "storage": str(tmp_path)})
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     assert "tracking.wandb" in tracking.missing(config) and "w2s-ray[wandb]" in tracking.missing(config)
+    assert problem(config) == tracking.missing(config), "refused by the checks the CLI runs before Ray"
+
+
+def test_the_loop_counts_real_and_padded_token_slots(tiny_checkpoint):
+    """One epoch sees every row once: its real tokens are the masks' sum, its slots the padded
+    blocks' size, whatever order the batches ran in."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.test_objective import varied_rows
+    from w2s_ray.config import TrainHParams
+    from w2s_ray.runtime.encoding import encode_buckets
+    from w2s_ray.runtime.tasks import SFTTask
+    from w2s_ray.runtime.trainer import optimize
+
+    tok = AutoTokenizer.from_pretrained(f"{tiny_checkpoint}/tokenizer")
+    buckets = encode_buckets(tok, varied_rows(16), max_length=64)
+    torch.manual_seed(0)
+    got = optimize(AutoModelForCausalLM.from_pretrained(tiny_checkpoint), buckets,
+                   TrainHParams(batch_size=8, epochs=1, lr=1e-2), seed=0, task=SFTTask())
+    assert got["trained_tokens"] == sum(int(b["attention_mask"].sum()) for b in buckets)
+    assert got["padded_tokens"] == sum(b["attention_mask"].numel() for b in buckets)
+    assert got["padded_tokens"] > got["trained_tokens"], "varied answers pad"
