@@ -24,7 +24,8 @@ from w2s_ray.stages.train import sft
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_RUN = {"train.num_workers": 1, "train.cpus_per_worker": 0.5, "train.epochs": 60,
-            "train.lr": 1e-3, "train.batch_size": 8, "train.checkpoint_every": 10}
+            "train.lr": 1e-3, "train.batch_size": 8, "train.checkpoint_every": 10,
+            "train.checkpoint_min_steps": 0}
 
 TRAIN_DRIVER = """
 import sys, ray
@@ -33,7 +34,7 @@ from tests.test_resume import LONG_RUN
 from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.train import sft
 ray.init(num_cpus=2, include_dashboard=False, namespace="w2s_ray")
-ctx = context(sys.argv[1], **LONG_RUN)
+ctx = context(sys.argv[1], **LONG_RUN, **{"train.checkpoint_to": sys.argv[3]})
 sft(ctx, ModelRef(id="base:test", source=sys.argv[2]), table(ctx, scan_rows(16), "scan"))
 """
 
@@ -74,15 +75,17 @@ def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 900)
 
 
 @pytest.mark.slow
-def test_a_killed_training_run_resumes_from_its_last_checkpoint(ray_local, tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("checkpoint_to", ["local", "store"])
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(ray_local, tmp_path, tiny_checkpoint,
+                                                               checkpoint_to):
     killed = tmp_path / "killed"
-    proc = start_in_own_session("-c", TRAIN_DRIVER, str(killed), tiny_checkpoint)
+    proc = start_in_own_session("-c", TRAIN_DRIVER, str(killed), tiny_checkpoint, checkpoint_to)
     # Ray Train has registered a checkpoint once its snapshot of the run is written.
     wait_for(lambda: any(killed.glob("ray_train/sft-*/checkpoint_manager_snapshot.json")), "a checkpoint", proc)
     kill_session(proc)
 
     base = ModelRef(id="base:test", source=tiny_checkpoint)
-    resumed_ctx = context(killed, **LONG_RUN)
+    resumed_ctx = context(killed, **LONG_RUN, **{"train.checkpoint_to": checkpoint_to})
     resumed = sft(resumed_ctx, base, table(resumed_ctx, scan_rows(16), "scan"))
     meta = resumed_ctx.store.read_json(resumed_ctx.store.marker(resumed))
     assert 0 < meta["resumed_at_step"] < meta["steps"]

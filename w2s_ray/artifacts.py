@@ -359,5 +359,5 @@ class Builder:
         seconds = time.time() - start
         self.store.commit(art, attempt, {"seconds": seconds, **meta})
         self.stage_log.record(art, "built", seconds, compute_seconds=meta.get("compute_seconds"),
-                              **log_extra)
+                              throughput=meta.get("throughput"), **log_extra)
         log.info("built %s in %.1fs", art.id, seconds)

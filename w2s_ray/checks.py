@@ -10,10 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from w2s_ray import methods
+from w2s_ray import methods, tracking
 from w2s_ray.capabilities import registry
 from w2s_ray.config import ConfigError, SweepConfig, load_config
 from w2s_ray.models import layout, resources, rungs
+from w2s_ray.plan import measured_rates
 
 #: the stores the project opens (pyarrow.fs): a local path, or a URI with one of these schemes
 SCHEMES = ("file", "s3", "gs")
@@ -82,6 +83,15 @@ def problem(config: SweepConfig) -> str | None:
                 field = "train.toward_base" if config.train.toward_base else "stage2.toward_base"
                 return (f"{field}: the resource plan trains rung {rung.name!r} with fsdp, and weight "
                         "averaging supports ddp only; allowed: 0 there")
+    lacking = tracking.missing(config)
+    if lacking:
+        return lacking
+    measured = config.sweep.measured_throughput
+    try:
+        measured_rates(measured)
+    except (OSError, ValueError, KeyError) as err:
+        return (f"sweep.measured_throughput: {measured!r} cannot be read as a throughput table ({err}); "
+                "allowed: a previous run's results/throughput.csv, or null")
     over = over_memory(config)
     if over and not config.sweep.allow_over_memory:
         return (f"sweep.allow_over_memory: {over}; --dry-run lists every GPU stage's estimate. Allowed: "

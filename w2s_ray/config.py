@@ -83,7 +83,16 @@ class TrainHParams(Strict):
         False, description="recompute each decoder layer's activations in the backward pass")
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 compute, fp32 master weights")
     checkpoint_every: int = Field(
-        0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch")
+        0, ge=0, description="steps between resumable Ray Train checkpoints; 0 = once per epoch "
+                             "(stages of checkpoint_min_steps steps or more; local mode never checkpoints)")
+    checkpoint_min_steps: int = Field(
+        200, ge=0, description="a stage of fewer steps writes no resumable checkpoint: a run "
+                               "resumed after a failure restarts it from its first step (a full "
+                               "checkpoint, weights and AdamW in fp32, costs 12 bytes a parameter)")
+    checkpoint_to: Literal["local", "store"] = Field(
+        "local", description="local: each rank writes its checkpoint shards to the node's disk, then "
+                             "Ray Train uploads them; store: each rank streams them straight to the "
+                             "store (no node disk needed, the step waits for the store's writes)")
     plan: bool = Field(False, description="take workers, strategy, accumulation, checkpointing and "
                                           "precision from the resource plan of each rung's architecture")
 
@@ -138,6 +147,22 @@ class SweepSpec(Strict):
     allow_over_memory: bool = Field(False, description="start GPU stages whose estimated peak per GPU "
                                     "exceeds 90% of it (the dry run lists them); off, the sweep refuses "
                                     "to start")
+    measured_throughput: str | None = Field(
+        None, description="a previous run's results/throughput.csv (path or URI): the dry run's GPU-hours "
+                          "then use its measured tokens per device-second and tokens per row for the "
+                          "stage kinds and model sizes it has, instead of the assumed ones")
+
+
+class TrackingSpec(Strict):
+    """Where each trial's metrics and the final tables go besides the store (off by default)."""
+
+    mlflow: str | None = Field(None, description="MLflow tracking URI, or a local folder for a file "
+                                                 "store; null = off (needs the mlflow extra)")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment; default: the sweep's name")
+    wandb: Literal["off", "offline", "online"] = Field(
+        "off", description="Weights & Biases: offline writes runs under the results folder without a "
+                           "network (`wandb sync` uploads them later); needs the wandb extra")
+    wandb_project: str | None = Field(None, description="W&B project; default: the sweep's name")
 
 
 class RewardSpec(Strict):
@@ -203,6 +228,8 @@ class SweepConfig(Strict):
     reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
     stage2: SecondStageSpec = Field(SecondStageSpec(), description="stage 2 of ours and ours-random")
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
+    tracking: TrackingSpec = Field(TrackingSpec(), description="MLflow and W&B tracking of the trials' "
+                                                               "metrics and the final tables (off by default)")
 
     @model_validator(mode="after")
     def _check_fields(self) -> SweepConfig:

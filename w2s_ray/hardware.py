@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from w2s_ray.artifacts import Store
+from w2s_ray.models import speed
 
 PREFLIGHT = ("cluster", "preflight.json")
 
 #: name -> (assumed value, unit, what it is); the preflight's `figures` use the same names
 ASSUMED: dict[str, tuple[float, str, str]] = {
-    "tflops": (312.0, "TFLOP/s", "bf16 dense matmul peak per GPU (A100's datasheet)"),
+    "tflops": (speed.PEAK_FLOPS["A100"] / 1e12, "TFLOP/s", "bf16 dense matmul peak per GPU (A100's datasheet)"),
     "load_gb_per_s": (2.0, "GB/s", "weight loads (the slower of the store's read and the node disk's)"),
     "disk_write_gb_per_s": (2.0, "GB/s", "checkpoint staging on a node's local disk"),
     "store_write_gb_per_s": (1.0, "GB/s", "a node's checkpoint upload to the store"),

@@ -18,15 +18,16 @@ preflight where the store holds its record, assumed otherwise):
   profiling), on every GPU of the engine. Engine hosts (runtime/engines.py) start one per model;
   the figure per inference stage is what a fresh engine per stage costs, and the real count lies
   between the two when training stops idle hosts for its GPUs.
-- a training checkpoint (once per epoch): fp32 weights and AdamW's two moments (CHECKPOINT_BYTES
-  per parameter), each node's share staged on its local disk, then uploaded to the store, while
-  the gang's GPUs wait.
+- a training checkpoint (as many as `models/checkpointing.py` says the stage writes): fp32 weights
+  and AdamW's two moments, each node's share staged on its local disk, then uploaded to the
+  store, while the gang's GPUs wait.
 Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from w2s_ray import analysis, hardware, methods
 from w2s_ray.artifacts import Artifact, Store
 from w2s_ray.capabilities import registry
 from w2s_ray.config import SweepConfig
-from w2s_ray.models import layout, resources, rungs
+from w2s_ray.models import checkpointing, layout, resources, rungs
 from w2s_ray.stages import data, fetch
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.evaluate import predictions
@@ -50,7 +51,6 @@ VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 450
 GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
 INFERENCE_STAGES = ("generate", "reward_scores")
 ENGINE_WARMUP_S = 60.0
-CHECKPOINT_BYTES = 12  # per parameter: fp32 weights and AdamW's two fp32 moments (runtime/checkpoints.py)
 GPUS_PER_NODE = 8  # the cluster files' GPU nodes (p4de.24xlarge, a2-ultragpu-8g)
 MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
 
@@ -152,9 +152,56 @@ def training_recipe(resolved: layout.Layout, stage: dict[str, Any]):
     return resolved.reward if stage["stage"] == "reward_model" else resolved.train
 
 
+#: the column of throughput.csv that counts a stage kind's tokens (`throughput.py`)
+MEASURED_TOKENS = {"sft": "trained_tokens", "reward_model": "trained_tokens",
+                   "generate": "generated_tokens", "reward_scores": "prompt_tokens"}
+
+
+@functools.cache
+def measured_rates(path: str | None) -> dict[tuple[str, str], tuple[float, float]]:
+    """(stage, rung) -> (tokens per device-second, tokens per row) of a previous run's
+    throughput.csv (`sweep.measured_throughput`); {} without one."""
+    if not path:
+        return {}
+    import pandas as pd
+
+    folder, name = path.rstrip("/").rsplit("/", 1)
+    store = Store(folder)
+    with store.fs.open_input_stream(store.path(name)) as f:
+        frame = pd.read_csv(f)
+    out = {}
+    for row in frame.to_dict("records"):
+        count = row.get(MEASURED_TOKENS.get(row["stage"], ""))
+        if count and row.get("tokens_per_device_s") and row.get("samples"):
+            out[(row["stage"], row["rung"])] = (row["tokens_per_device_s"], count / row["samples"])
+    return out
+
+
+def steps_of(n: int, hp) -> tuple[int, int]:
+    """(steps, steps per epoch) of a training stage over `n` rows (an upper bound, as `n` is:
+    the loop's batches never mix capabilities, which can add one per capability)."""
+    per_epoch = max(1, math.ceil(n / hp.batch_size))
+    return max(1, math.ceil(hp.epochs * per_epoch)), per_epoch
+
+
+def checkpoints(config: SweepConfig, stage: dict[str, Any]) -> str:
+    """A training stage's resumable checkpoints: how many, and the size of each."""
+    rung = stage.get("rung")
+    resolved = layout.resolve(config, rung) if rung else None
+    if stage["stage"] not in ("sft", "reward_model") or resolved is None:
+        return "-"
+    hp = training_recipe(resolved, stage)
+    made = checkpointing.count(hp, *steps_of(rows(config, stage)[0], hp))
+    if resolved.arch is None or not made:
+        return str(made)
+    return f"{made}x{checkpointing.BYTES_PER_PARAM * resolved.arch.params / 1e9:.0f}GB"
+
+
 def cost(config: SweepConfig, stage: dict[str, Any],
          hw: hardware.Figures = hardware.DEFAULT) -> tuple[str, float]:
-    """(resource request, GPU-hours) of one planned stage."""
+    """(resource request, GPU-hours) of one planned stage: at the rates a previous run measured
+    for its stage kind and rung (`sweep.measured_throughput`), else at the assumed ones (the GPU
+    peak from the preflight where it ran, `hardware.py`)."""
     rung = stage.get("rung")
     resolved = layout.resolve(config, rung) if rung else None
     arch = resolved.arch if resolved else None
@@ -163,6 +210,7 @@ def cost(config: SweepConfig, stage: dict[str, Any],
     if stage["stage"] not in GPU_STAGES or arch is None:
         return "CPU", 0.0
     n, new_tokens = rows(config, stage)
+    measured = measured_rates(config.sweep.measured_throughput).get((stage["stage"], rung))
     if stage["stage"] in ("sft", "reward_model"):
         hp = training_recipe(resolved, stage)
         flops = n * hp.epochs * TRAIN_TOKENS * 6 * arch.params
@@ -171,10 +219,16 @@ def cost(config: SweepConfig, stage: dict[str, Any],
                    f"{' ac' if t.activation_checkpointing else ''}" if hp.plan else
                    f"{hp.num_workers} x (CPU {hp.cpus_per_worker}"
                    f"{', GPU 1' if hp.use_gpu else ''}) {hp.strategy}")
+        if measured:
+            return request, n * hp.epochs * measured[1] / measured[0] / 3600
         return request, flops / (hw["tflops"] * 1e12 * MFU) / 3600
     tp = resolved.inference.tensor_parallel_size
     if stage["stage"] == "reward_scores":
+        if measured:
+            return f"{tp} GPU vLLM tp{tp} (pooling)", n * measured[1] / measured[0] / 3600
         return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
+    if measured:
+        return f"{tp} GPU vLLM tp{tp}", n * measured[1] / measured[0] / 3600
     return f"{tp} GPU vLLM tp{tp}", new_tokens / vllm_tokens_per_gpu_s(arch.params) / 3600
 
 
@@ -212,23 +266,35 @@ def engine_starts(config: SweepConfig, stages: list[dict[str, Any]],
             f"engine hosts, one per model {len(per_model)} ({hours(per_model):.1f} GPU-h)")
 
 
-def checkpoints(config: SweepConfig, stages: list[dict[str, Any]],
-                hw: hardware.Figures = hardware.DEFAULT) -> str:
-    """Training checkpoints of the grid: count, size, and the GPU-hours their gangs wait."""
+def checkpoint_totals(config: SweepConfig, stages: list[dict[str, Any]],
+                      hw: hardware.Figures = hardware.DEFAULT) -> str:
+    """Training checkpoints of the grid (as many as `checkpoints` lists per stage): count, size,
+    and the GPU-hours their gangs wait while each is staged and uploaded."""
     saves = size = hours = 0.0
     for s in stages:
         resolved = layout.resolve(config, s["rung"]) if s["stage"] in ("sft", "reward_model") and s.get("rung") else None
         if resolved is None or resolved.arch is None:
             continue
         hp = training_recipe(resolved, s)
+        made = checkpointing.count(hp, *steps_of(rows(config, s)[0], hp))
         gpus = resources.layout_of(hp).workers if hp.plan else hp.num_workers
-        per_node = CHECKPOINT_BYTES * resolved.arch.params / max(1, math.ceil(gpus / GPUS_PER_NODE)) / 1e9
+        each = checkpointing.BYTES_PER_PARAM * resolved.arch.params / 1e9
+        per_node = each / max(1, math.ceil(gpus / GPUS_PER_NODE))
         seconds = per_node / hw["disk_write_gb_per_s"] + per_node / hw["store_write_gb_per_s"]
-        saves += hp.epochs
-        size += hp.epochs * CHECKPOINT_BYTES * resolved.arch.params / 1e12
-        hours += hp.epochs * gpus * seconds / 3600
+        saves += made
+        size += made * each / 1e3
+        hours += made * gpus * seconds / 3600
     return (f"training checkpoints: {saves:.0f} saves, {size:.1f} TB, staged and uploaded while their "
             f"gangs wait: {hours:.1f} GPU-h")
+
+
+def measured_line(config: SweepConfig) -> str:
+    rates = measured_rates(config.sweep.measured_throughput)
+    if not config.sweep.measured_throughput:
+        return "throughput: assumed (sweep.measured_throughput names a previous run's throughput.csv)"
+    kinds = ", ".join(f"{stage} {rung}" for stage, rung in sorted(rates)) or "none"
+    return (f"throughput: measured in {config.sweep.measured_throughput} for {kinds}; "
+            "the other stages assumed")
 
 
 def dry_run(config: SweepConfig) -> str:
@@ -237,7 +303,8 @@ def dry_run(config: SweepConfig) -> str:
     store = Store(config.storage)
     hw = hardware.figures(store)
     stages = plan_stages(config)
-    lines = [f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}{'GB/GPU':>8}"]
+    header = f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}{'GB/GPU':>8}"
+    lines = [header + f"{'ckpts':>10}"]
     total = done_h = 0.0
     n_done = 0
     for s in stages:
@@ -251,6 +318,7 @@ def dry_run(config: SweepConfig) -> str:
         estimate = "-" if memory is None else f"{memory:.1f}"
         lines.append(f"{s['stage']:<14}{s.get('tag', '')!s:<16}{s.get('rung') or '-'!s:<6}"
                      f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}{estimate:>8}"
+                     f"{checkpoints(config, s):>10}"
                      + (f" OVER MEMORY (> {resources.FIT_GB:.0f})" if over else ""))
     naive_stages = plan_stages(config, naive=True)
     naive = sum(cost(config, s, hw)[1] for s in naive_stages)
@@ -260,7 +328,10 @@ def dry_run(config: SweepConfig) -> str:
               f"GPU-hours, naive grid (every stage rerun per pair x seed x method): {naive:.1f}",
               f"naive / deduplicated: {naive / total:.2f}x" if total else "no GPU stage in this grid",
               engine_starts(config, stages, hw),
-              checkpoints(config, stages, hw),
+              checkpoint_totals(config, stages, hw),
+              measured_line(config),
+              ("ckpts: resumable checkpoints a training stage writes x the size of each (weights and "
+               "AdamW in fp32); none below train.checkpoint_min_steps steps, where a failure restarts the stage"),
               *[f"hub revision of {r.name}: {r.model}@{r.revision}"
                 + (" (neither the hub nor this machine's cache answered; the run pins it at its start)"
                    if r.revision == fetch.UNPINNED else "")

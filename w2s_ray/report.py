@@ -185,6 +185,9 @@ def write_results(store: Store, folder: str, rows: pd.DataFrame, notes: pd.DataF
         store.write_table(f"{folder}/items.parquet", items)
     if run is not None:
         store.write_json(f"{folder}/run.json", run)
+        if run.get("throughput") is not None:
+            speed = pd.DataFrame(run["throughput"]).to_csv(index=False)
+            store.write_bytes_atomic(f"{folder}/throughput.csv", speed.encode())
     write_markdown(store, folder, tables)
     return tables | write_report(store, folder, rows, notes, tables, items, run, order)
 

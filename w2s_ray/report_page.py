@@ -103,6 +103,31 @@ def stages_html(run: dict | None) -> str:
     return note + table_html(counts)
 
 
+#: the throughput table's columns the page shows (throughput.csv has every count)
+SPEED_COLUMNS = {"stage": "stage", "rung": "rung", "device": "device", "stages": "stages",
+                 "samples_per_s": "samples/s", "tokens_per_s": "tokens/s",
+                 "tokens_per_device_s": "tokens per device-s", "assumed_tokens_per_device_s": "assumed (dry run)",
+                 "device_s": "device-s", "padding_share": "padding", "mfu": "MFU", "assumed_mfu": "assumed MFU"}
+
+
+def throughput_html(run: dict | None) -> str:
+    if run is None or not run.get("throughput"):
+        return "<p class='note'>No stage of this run measured its throughput (every one was reused).</p>"
+    frame = pd.DataFrame(run["throughput"])
+    shown = frame[[c for c in SPEED_COLUMNS if c in frame]].rename(columns=SPEED_COLUMNS)
+    for column in ("samples/s", "tokens/s", "tokens per device-s", "assumed (dry run)", "device-s"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+    for column in ("padding", "MFU", "assumed MFU"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%")
+    note = ("<p class='note'>Per stage kind and model size, the stages this run built. Tokens are trained "
+            "tokens (training), generated tokens (generation) or input tokens (scoring); device-s are "
+            "compute seconds times the GPUs (on CPU, the worker processes) a stage held. The assumed "
+            "figures are the dry run's (A100 bf16), for comparison on GPUs; MFU is left empty on a CPU. "
+            "Every count is in throughput.csv, which <code>sweep.measured_throughput</code> hands a "
+            "later dry run.</p>")
+    return note + table_html(shown)
+
+
 def page(figures: dict[str, bytes], tables: dict[str, pd.DataFrame], rows: pd.DataFrame,
          run: dict | None) -> str:
     """The report page; `figures` maps a figure name to its SVG bytes."""
@@ -119,6 +144,7 @@ def page(figures: dict[str, bytes], tables: dict[str, pd.DataFrame], rows: pd.Da
             parts.append(interval_note(table))
         parts.append(table_html(table))
     parts += ["<h2>Stages (built / reused)</h2>", stages_html(run)]
+    parts += ["<h2 id='throughput'>Throughput</h2>", throughput_html(run)]
     if run and run.get("config"):
         config = yaml.safe_dump(run["config"], sort_keys=False)
         parts += ["<h2>Config</h2>", f"<pre>{html.escape(config)}</pre>"]

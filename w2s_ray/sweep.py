@@ -18,7 +18,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from w2s_ray import analysis
+from w2s_ray import analysis, throughput, tracking
 from w2s_ray.artifacts import Builder, StageLog, Store, lease_book
 from w2s_ray.config import SweepConfig
 from w2s_ray.ladder.publish import publish_tiny_ladder, rung_parameters, tiny_rungs
@@ -158,7 +158,8 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
         # One retry: a trial lost with its node (or to a transient error) runs again and reuses
         # every artifact it had committed; a second failure is the trial's own and is reported.
         run_config=tune.RunConfig(name=f"{config.name}-{run_id}", storage_path=store.uri("tune"),
-                                  verbose=1, failure_config=tune.FailureConfig(max_failures=1)),
+                                  verbose=1, failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=tracking.callbacks(config, run_id)),
     )
     try:
         grid = tuner.fit()
@@ -184,6 +185,7 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
     items = pd.concat([store.read_table(r.metrics["items"]) for r in finished], ignore_index=True)
     items = items.sort_values(["weak", "strong", "seed", "method", "capability", "uid"], ignore_index=True)
     results = store.path("sweeps", config.name, "results")
+    speed = throughput.table(stage_log)
     # The tables of a partial grid must not read as complete: the failures are written beside
     # them first, so no reader sees the new tables without the list.
     failures = f"{results}/FAILED.txt"
@@ -196,8 +198,13 @@ def run_sweep(config: SweepConfig, run_id: str | None = None,
            "wall_seconds": round(time.time() - started, 1),
            "trials": {"finished": len(finished), "failed": failed},
            "stages": stage_counts(stage_log), "rung_parameters": rung_parameters(store, config.ladder.rungs),
-           "engine_starts": starts, "config": config.model_dump(mode="json")}
+           "engine_starts": starts, "throughput": throughput.records(speed),
+           "config": config.model_dump(mode="json")}
     tables = write_results(store, results, rows, notes, config.methods, items=items, run=run)
+    if tracking.asked(config):
+        report = f"{results}/report.html"
+        with store.fs.open_input_stream(report) as f:
+            tracking.log_tables(config, run_id, {**tables, "throughput": speed}, f.read())
     return SweepResult(rows, tables, stage_log, failed, errors, store.uri("sweeps", config.name, "results"),
                        starts)
 

@@ -2,7 +2,8 @@
 
 A backend is a class whose constructor `(path, torch_threads, dtype, **options)` loads the model
 once (per Ray Data actor) and whose `__call__` maps a numpy batch to one with new columns and a
-per-row `compute_seconds`. Generators map `prompt`, `max_new_tokens` and optionally `stop` to a
+per-row `compute_seconds` (and, for the throughput table, `prompt_tokens` and `generated_tokens`:
+a backend without them leaves the table's token figures empty). Generators map `prompt`, `max_new_tokens` and optionally `stop` to a
 greedy `completion`: every row ends at its own budget, at EOS, or just after its stop string,
 whichever comes first, in every backend, so their outputs can be compared token for token.
 Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good), on rows
@@ -36,6 +37,12 @@ def cut_at_stop(text: str, stop: str) -> str:
     return text if at < 0 else text[: at + len(stop)]
 
 
+def generated(row: torch.Tensor, eos: int) -> int:
+    """Tokens a row decoded: up to its EOS (included); `generate` pads the rest of the batch."""
+    ends = (row == eos).nonzero()
+    return int(ends[0, 0]) + 1 if len(ends) else len(row)
+
+
 class TransformersBackend:
     """Batched, left-padded greedy `generate` with the KV cache, on `device` (the actor's GPU when
     it holds one)."""
@@ -64,6 +71,9 @@ class TransformersBackend:
                                        dtype=object)
         # Each row carries its share of the batch's compute time, so sums over rows add up.
         batch["compute_seconds"] = np.full(len(new), (time.perf_counter() - start) / len(new))
+        batch["prompt_tokens"] = np.array([len(i) for i in ids])
+        batch["generated_tokens"] = np.array([generated(row[:n], self.tok.eos_token_id)
+                                              for row, n in zip(new, budgets)])
         return batch
 
 
@@ -88,4 +98,6 @@ class TransformersScorer:
         logits = self.model(**{k: v.to(self.model.device) for k, v in enc.items()}).logits.float()
         batch["score"] = torch.softmax(logits, -1)[:, 1].cpu().numpy()
         batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
+        batch["prompt_tokens"] = enc["attention_mask"].sum(1).numpy()
+        batch["generated_tokens"] = np.zeros(len(logits), dtype=int)
         return batch

@@ -19,22 +19,47 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from w2s_ray.runtime.shard_reader import StoreReader
+from w2s_ray.runtime.shard_reader import StoreReader, StoreWriter
 
 PROGRESS = "progress.json"
 
 
 class RayTrainCheckpoints:
-    """What `trainer.optimize` calls to resume a run and to report its progress."""
+    """What `trainer.optimize` calls to resume a run and to report its progress. `to`: "local"
+    stages each rank's shards on the node's disk for Ray Train to upload, "store" streams them
+    straight into the run's folder of the store (`train.checkpoint_to`)."""
+
+    def __init__(self, to: str = "local"):
+        self.to = to
 
     def save(self, model, opt, sched, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Every rank writes its shards and reports them; Ray Train keeps the latest checkpoint."""
         model_sd, optim_sd = get_state_dict(model, opt)
+        if self.to == "store":
+            self._save_to_store({"model": model_sd, "optim": optim_sd}, sched, progress, metrics)
+            return
         with tempfile.TemporaryDirectory() as tmp:
             dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
             if ray.train.get_context().get_world_rank() == 0:
                 Path(tmp, PROGRESS).write_text(json.dumps({**progress, "sched": sched.state_dict()}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    @staticmethod
+    def _save_to_store(state: dict[str, Any], sched, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """The shards written where Ray Train keeps the run's checkpoints, reported without an upload."""
+        context = ray.train.get_context()
+        storage = context.get_storage()  # a DeveloperAPI: the run's folder and filesystem
+        name = f"checkpoint-step-{progress['step']:09d}"
+        path = storage.build_checkpoint_path_from_name(name)
+        fs = storage.storage_filesystem
+        dcp.save(state, storage_writer=StoreWriter(fs, path))
+        if context.get_world_rank() == 0:
+            with fs.open_output_stream(f"{path}/{PROGRESS}") as f:
+                f.write(json.dumps({**progress, "sched": sched.state_dict()}).encode())
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # progress.json is in place before any rank reports
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint(path, filesystem=fs), checkpoint_dir_name=name,
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD)
 
     def restore(self, model, opt, sched) -> dict[str, Any] | None:
         """Load the run's latest checkpoint, if a previous attempt of this run reported one;

@@ -13,6 +13,7 @@ import ray
 
 from w2s_ray.artifacts import Store
 from w2s_ray.config import InferenceSpec
+from w2s_ray.models import speed
 from w2s_ray.models.location import ModelLocation, ModelRef
 from w2s_ray.runtime import engines
 from w2s_ray.runtime.backends import INPUTS, TransformersBackend, TransformersScorer
@@ -96,11 +97,24 @@ def map_with_model(inf: InferenceSpec, store: Store, model: ModelRef, df: pd.Dat
     with model_dataset(ray.data.from_pandas(sent), inf, backends[backend], model.at(store.root), model.id,
                        {**engine_options(inf, backend, max_tokens), **(options or {})},
                        in_tasks=in_worker_tasks(inf, backend)) as ds:
-        out = ds.to_pandas()[["_row", *outputs, "compute_seconds"]]
+        out = ds.to_pandas()
     compute = float(out.pop("compute_seconds").sum())
-    merged = rows.merge(out, on="_row").sort_values("_row").drop(columns="_row")
+    counted = {c: int(out.pop(c).sum()) if c in out else None for c in ("prompt_tokens", "generated_tokens")}
+    merged = rows.merge(out[["_row", *outputs]], on="_row").sort_values("_row").drop(columns="_row")
+    ran = speed.measured("generation" if "completion" in outputs else "scoring", model.rung,
+                            model_params(store, model), card(inf), inf.gpus_per_actor or 1, compute,
+                            len(df), **counted)
     return merged.reset_index(drop=True), {"compute_seconds": compute, "backend": backend,
-                                           "backend_reason": why}
+                                           "backend_reason": why, "throughput": ran}
+
+
+def card(inf: InferenceSpec) -> str:
+    """The device an inference stage ran on: "cpu", or the cluster's GPU type as Ray labels its
+    nodes (`accelerator_type:A100`); "gpu" where the cluster mixes types or names none."""
+    if not inf.gpus_per_actor:
+        return "cpu"
+    kinds = {k.split(":", 1)[1] for k in ray.cluster_resources() if k.startswith("accelerator_type:")}
+    return kinds.pop() if len(kinds) == 1 else "gpu"
 
 
 def vllm_backend(*args, **kwargs):

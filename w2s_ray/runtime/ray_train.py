@@ -89,7 +89,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     # Local mode (num_workers 0) keeps no checkpoint Ray could restore, so it writes none.
     try:
         metrics = optimize(model, task.buckets(tok, df, hp), hp, cfg["seed"], rank, world, task,
-                           checkpoints=RayTrainCheckpoints() if hp.num_workers > 0 else None, dev=dev)
+                           checkpoints=RayTrainCheckpoints(hp.checkpoint_to) if hp.num_workers > 0 else None, dev=dev)
     except torch.OutOfMemoryError as err:
         cuda = dev.type == "cuda"
         store.write_json(cfg["oom_marker"], {
@@ -100,6 +100,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
     if averaged is not None:
         toward_base(model, averaged, hp.toward_base)
     metrics["lengths"] = task.lengths(tok, df, hp)
+    # FSDP's parameters are DTensors, whose numel is the whole tensor's, not this rank's shard.
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    metrics["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    metrics["devices"] = world
     # Gathering the full weights is a collective (FSDP): every rank takes part, rank 0 saves.
     weights = parallel.full_state_dict(model, hp, world)
     if rank == 0:

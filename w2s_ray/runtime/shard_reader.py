@@ -1,4 +1,5 @@
-"""torch.distributed.checkpoint reads straight from the store, each rank only its own byte ranges.
+"""torch.distributed.checkpoint reads straight from the store, each rank only its own byte ranges
+(and, with `train.checkpoint_to: store`, writes there without a copy on the node's disk).
 
 Ray Train's `Checkpoint.as_directory()` downloads a whole remote checkpoint on every node before
 anything is read: at 72B that is the model, its gradients' Adam moments and all, ~0.9 TB per node.
@@ -14,21 +15,30 @@ from collections.abc import Generator
 from contextlib import contextmanager
 
 import pyarrow.fs as pafs
-from torch.distributed.checkpoint.filesystem import FileSystemBase, FileSystemReader
+from torch.distributed.checkpoint.filesystem import (
+    FileSystemBase,
+    FileSystemReader,
+    FileSystemWriter,
+)
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 
 class _StoreFS(FileSystemBase):
-    """The read half of DCP's filesystem interface over a pyarrow filesystem."""
+    """DCP's filesystem interface over a pyarrow filesystem: reads (`StoreReader`), and with
+    `writes` the writes of `StoreWriter`."""
 
-    def __init__(self, fs: pafs.FileSystem):
-        self.fs = fs
+    def __init__(self, fs: pafs.FileSystem, writes: bool = False):
+        self.fs, self.writes = fs, writes
 
     @contextmanager
     def create_stream(self, path: str | os.PathLike, mode: str) -> Generator:
-        if mode != "rb":
+        if mode == "rb":
+            with self.fs.open_input_file(str(path)) as stream:
+                yield stream
+            return
+        if mode != "wb" or not self.writes:
             raise ValueError(f"the store reader only reads, asked for mode {mode!r}")
-        with self.fs.open_input_file(str(path)) as stream:
+        with self.fs.open_output_stream(str(path)) as stream:
             yield stream
 
     def concat_path(self, path: str | os.PathLike, suffix: str) -> str:
@@ -41,13 +51,20 @@ class _StoreFS(FileSystemBase):
         return self.fs.get_file_info(str(path)).type != pafs.FileType.NotFound
 
     def rename(self, path, new_path) -> None:
-        raise NotImplementedError("read only")
+        self._writable()
+        self.fs.move(str(path), str(new_path))
 
     def mkdir(self, path) -> None:
-        raise NotImplementedError("read only")
+        self._writable()
+        self.fs.create_dir(str(path), recursive=True)
 
     def rm_file(self, path) -> None:
-        raise NotImplementedError("read only")
+        self._writable()
+        self.fs.delete_file(str(path))
+
+    def _writable(self) -> None:
+        if not self.writes:
+            raise NotImplementedError("read only")
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id) -> bool:
@@ -77,3 +94,14 @@ class StoreReader(FileSystemReader):
             kind = "" if item.storage_index.fqn in self.sharded else " (replicated)"
             self.requested[info.relative_path + kind] += info.length
         return super().read_data(plan, planner)
+
+
+class StoreWriter(FileSystemWriter):
+    """A DCP storage writer straight into the store (`train.checkpoint_to: store`): each rank
+    streams its shards to `fs` with no copy on the node's disk. Syncing is the store's (an
+    object store's PUT is durable once it returns; pyarrow's streams have no file descriptor)."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        super().__init__(path, sync_files=False)
+        self.fs = _StoreFS(fs, writes=True)
+        self.path = path

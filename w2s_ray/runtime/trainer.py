@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from w2s_ray.config import TrainHParams
+from w2s_ray.models import checkpointing
 from w2s_ray.runtime import parallel
 from w2s_ray.runtime.encoding import Buckets
 from w2s_ray.runtime.tasks import SFTTask
@@ -65,15 +66,16 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     workers, then over `grad_accum` micro-batches, so it stays `batch_size` rows exactly, and its
     loss is the task's over the whole global batch (`task.total` normalises every micro-batch's
     sum), so neither the split nor the world size changes what is optimised. With
-    `checkpoints`, a resumable checkpoint is saved every `checkpoint_every` steps (or epoch)
-    and a restarted run continues from the last one: the batch plan is a function of the seed."""
+    `checkpoints`, a resumable checkpoint is saved as `models/checkpointing.py` decides (none
+    for a short stage, else every `checkpoint_every` steps or epoch) and a restarted run
+    continues from the last one: the batch plan is a function of the seed."""
     task = task or SFTTask()
     dev = dev or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     sizes = [len(b["input_ids"]) for b in buckets]
     plan = batch_plan(sizes, hp.batch_size, hp.epochs, gen)
     steps = len(plan)
-    every = hp.checkpoint_every or max(1, math.ceil(steps / math.ceil(hp.epochs)))
+    every = checkpointing.interval(hp, steps, math.ceil(steps / math.ceil(hp.epochs)))
     # foreach=False, the loop torch already runs on CPU: on CUDA its default (foreach) would hold
     # a temporary copy of every parameter during the step, 14 GB per GPU in the 72B plan.
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, foreach=False)
@@ -81,6 +83,9 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
     done = (checkpoints.restore(model, opt, sched) if checkpoints else None) or {
         "step": 0, "losses": [], "samples": 0, "compute_seconds": 0.0}
     resumed_at, resume_reads = done["step"], done.pop("resume_reads", None)
+    # Counted on the whole global batch, so every rank has the same figures without a collective.
+    done.setdefault("trained_tokens", 0)
+    done.setdefault("padded_tokens", 0)
     start = time.perf_counter() - done["compute_seconds"]
     model.train()
     for step in range(done["step"], steps):
@@ -108,13 +113,17 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
         sched.step()
         done["losses"].append(step_loss)
         done["samples"] += len(idx)
+        mask = buckets[bucket]["attention_mask"][idx]
+        done["trained_tokens"] += int(mask.sum())
+        done["padded_tokens"] += mask.numel()
         done["step"] = step + 1
-        if checkpoints and (done["step"] % every == 0) and done["step"] < steps:
+        if checkpoints and every and (done["step"] % every == 0) and done["step"] < steps:
             done["compute_seconds"] = time.perf_counter() - start
             checkpoints.save(model, opt, sched, done, {"step": done["step"], "loss": step_loss})
     return {"steps": steps, "rows": sum(sizes), "samples": done["samples"],
             "first_loss": done["losses"][0], "final_loss": done["losses"][-1],
             "losses": done["losses"], "resumed_at_step": resumed_at, "resume_reads": resume_reads,
+            "trained_tokens": done["trained_tokens"], "padded_tokens": done["padded_tokens"],
             "compute_seconds": time.perf_counter() - start}
 
 

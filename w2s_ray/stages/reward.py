@@ -20,6 +20,7 @@ import hashlib
 import pandas as pd
 
 from w2s_ray.artifacts import Artifact
+from w2s_ray.models import speed
 from w2s_ray.models.location import ModelRef
 from w2s_ray.runtime.choose import key_backend
 from w2s_ray.stages.context import StageContext
@@ -57,7 +58,7 @@ def train_reward(ctx: StageContext, strong_base: ModelRef, rows: Artifact) -> Mo
     return ctx.model(train(ctx, strong_base, rows, "reward_model", "reward", tag="reward"))
 
 
-def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Backend as for generation; the vLLM scorer itself falls back to transformers (logged)
     where vLLM does not serve the reward model's architecture."""
     from w2s_ray.runtime.inference import SCORERS, map_with_model
@@ -65,7 +66,7 @@ def score(ctx: StageContext, model: ModelRef, df: pd.DataFrame) -> tuple[pd.Data
     max_length = ctx.layout(model.rung).reward.max_length
     scored, ran = map_with_model(ctx.layout(model.rung).inference, ctx.store, model, df, SCORERS, ["score"],
                                  max_length, {"max_length": max_length})
-    return scored, ran["compute_seconds"]
+    return scored, ran
 
 
 def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact) -> Artifact:
@@ -85,14 +86,15 @@ def reward_scores(ctx: StageContext, strong_base: ModelRef, partition: Artifact)
 
     def build(folder: str) -> dict:
         rows = scoring_rows(read(ctx, partition))
-        parts, compute = [], 0.0
+        parts, passes = [], []
         for fold, model in models.items():
             mine = rows if fold is None else rows[[fold_of(u, k) == fold for u in rows["uid"]]]
-            scored, seconds = score(ctx, model, mine)
+            scored, ran = score(ctx, model, mine)
             parts.append(scored)
-            compute += seconds
+            passes.append(ran["throughput"])
         out = pd.concat(parts, ignore_index=True)
         ctx.store.write_table(f"{folder}/{TABLE}", out)
-        return {"rows": len(out), "compute_seconds": compute}
+        measured = speed.combined(passes)
+        return {"rows": len(out), "compute_seconds": measured["compute_seconds"], "throughput": measured}
 
     return ctx.builder.ensure(art, build, tag="reward_scores")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from w2s_ray.artifacts import Artifact
 from w2s_ray.config import TrainHParams
-from w2s_ray.models import resources
+from w2s_ray.models import resources, speed
 from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.data import TABLE
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 #: How the work is laid out, not what is computed: excluded from the artifact key.
 LAYOUT = {"num_workers", "cpus_per_worker", "use_gpu", "torch_threads", "strategy", "grad_accum",
-          "activation_checkpointing", "checkpoint_every", "plan"}
+          "activation_checkpointing", "checkpoint_every", "plan", "checkpoint_min_steps",
+          "checkpoint_to"}
 
 Recipe = Literal["train", "stage2", "reward"]
 #: what a training run trains (`runtime/tasks.py`) -> the version its artifacts' keys name
@@ -68,6 +69,12 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: 
                                anchor.at(root) if anchor else None, resources.training_estimate_gb(lay.arch, hp))
         for warning in length_warnings(metrics["lengths"], hp.max_length):
             log.warning("%s %s: %s", tag, art.key[:8], warning)
+        metrics["throughput"] = speed.measured(
+            "training", base.rung, metrics.pop("params"), metrics.pop("device"), metrics.pop("devices"),
+            metrics["compute_seconds"], metrics["samples"], trained_tokens=metrics["trained_tokens"],
+            padded_tokens=metrics["padded_tokens"])
+        log.info("%s %s: %.1f%% of the trained token slots were padding", tag, art.key[:8],
+                 100 * speed.figures(metrics["throughput"])["padding_share"])
         return metrics
 
     return ctx.builder.ensure(art, build, tag=tag)
