@@ -171,6 +171,25 @@ class SecondStageSpec(Strict):
                               "base) or the strong rung's pretrained weights")
 
 
+class AuxConfSpec(Strict):
+    """Burns et al.'s auxiliary confidence loss (`wts-aux-conf`; openai/weak-to-strong's
+    `logconf`): (1 - a) CE(weak labels) + a CE(the student's hardened predictions), a ramped
+    from 0 to `weight` over the first `warmup` share of the steps (runtime/tasks.py)."""
+
+    weight: float = Field(0.5, gt=0, le=1, description="a_max, the weight of the student's own "
+                          "hardened predictions once warmed up (the reference code's aux_coef)")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps over which a rises "
+                          "linearly from 0 to weight; 0 = weight from the first step")
+
+
+class ConfidentFilterSpec(Strict):
+    """`confident-filter`: the strong base trained on the weak labels the weak model is most
+    sure of (its mean log-probability per label token), gold never read."""
+
+    share: float = Field(0.5, gt=0, le=1, description="per capability, the most confident share of "
+                         "the weak labels kept")
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                       description="sweep name: results and stage log go to <storage>/sweeps/<name>/")
@@ -203,6 +222,9 @@ class SweepConfig(Strict):
     reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
     stage2: SecondStageSpec = Field(SecondStageSpec(), description="stage 2 of ours and ours-random")
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
+    aux_conf: AuxConfSpec = Field(AuxConfSpec(), description="the auxiliary confidence loss of wts-aux-conf")
+    confident_filter: ConfidentFilterSpec = Field(ConfidentFilterSpec(),
+                                                  description="the weak-confidence filter of confident-filter")
 
     @model_validator(mode="after")
     def _check_fields(self) -> SweepConfig:
