@@ -176,9 +176,9 @@ class AuxConfSpec(Strict):
     `logconf`): (1 - a) CE(weak labels) + a CE(the student's hardened predictions), a ramped
     from 0 to `weight` over the first `warmup` share of the steps (runtime/tasks.py)."""
 
-    weight: float = Field(0.5, gt=0, le=1, description="a_max, the weight of the student's own "
+    weight: float = Field(0.5, gt=0, le=1, description="alpha_max: the weight of the student's own "
                           "hardened predictions once warmed up (the reference code's aux_coef)")
-    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps over which a rises "
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps over which alpha rises "
                           "linearly from 0 to weight; 0 = weight from the first step")
 
 

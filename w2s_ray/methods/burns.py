@@ -22,8 +22,10 @@ def wts_aux_conf(ctx: StageContext, weak: str, strong: str) -> ModelRef:
 
 @method("confident-filter")
 def confident_filter(ctx: StageContext, weak: str, strong: str) -> ModelRef:
-    """The strong base on the weak labels the weak model is most confident of: per capability,
-    the top `confident_filter.share` by its mean log-probability per label token."""
+    """The strong base on the weak labels the weak model is most confident of (no gold read).
+
+    Per capability, the top `confident_filter.share` by the weak model's mean log-probability
+    per label token (`stages/confidence.py`)."""
     share = ctx.config.confident_filter.share
     scored = label_confidence(ctx, weak_model(ctx, weak), weak_labels(ctx, weak))
     kept = derive(ctx, "confident", 1, [scored], {"share": share}, lambda df: most_confident(df, share))
