@@ -160,3 +160,28 @@ def test_vllm_prompt_log_probabilities_give_the_same_confidence(tiny_checkpoint)
     want = TransformersLogProb(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
     got = VLLMLogProb(tiny_checkpoint, 1, "float32", 64, max_model_len=64)(dict(batch))["confidence"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_fsdp_workers_train_the_confidence_loss_to_the_one_workers_weights(ray_local, tmp_path,
+                                                                                tiny_checkpoint):
+    """Through Ray Train: the ranks gather their scores and harden the same global batch, so 2
+    FSDP workers with accumulation 2 end where 1 worker does; 17 rows in batches of 8 end in a
+    1-row batch, which one of the two workers has no row of."""
+    from tests.test_objective import varied_rows
+    from tests.test_stages import context, table
+    from w2s_ray.models.location import ModelRef
+    from w2s_ray.stages.train import sft
+
+    loss = {"name": "logconf", "weight": 0.5, "warmup": 0.5}
+    states, keys = {}, set()
+    for name, layout in {"one": {"train.num_workers": 0},
+                         "fsdp": {"train.num_workers": 2, "train.cpus_per_worker": 0.5,
+                                  "train.strategy": "fsdp", "train.grad_accum": 2}}.items():
+        ctx = context(tmp_path / name, **{"train.batch_size": 8, "train.epochs": 1, "train.lr": 1e-2, **layout})
+        model = sft(ctx, ModelRef(id="base:test", source=tiny_checkpoint), table(ctx, varied_rows(17), "sft"),
+                    tag="wts-aux-conf", loss=loss)
+        keys.add(model.key)
+        states[name] = AutoModelForCausalLM.from_pretrained(ctx.store.location(model)).state_dict()
+    assert len(keys) == 1, "the layout stays out of the key"
+    assert_same_weights(states["fsdp"], states["one"], "confidence loss, 2 FSDP workers")
