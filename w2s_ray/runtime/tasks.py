@@ -146,7 +146,8 @@ class ConfidenceSFTTask(SFTTask):
                 with parallel.autocast(hp, dev):
                     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 at = batch["labels"][:, 1:] != -100
-                scores.append(logits[:, :-1][at][:, vocab.to(dev)].float())
+                # the label tokens' columns first: a (positions x vocabulary) copy would not fit at 150K
+                scores.append(logits[:, :-1, vocab.to(dev)][at].float())
         scores = torch.cat(scores)
         scores = gathered(scores, bucket["labels"], idx, world, dev) if world > 1 else scores
         full = labels.clone()
