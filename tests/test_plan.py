@@ -229,3 +229,27 @@ def test_a_sweep_refuses_a_stage_over_memory_unless_told_to_start_it(tmp_path):
         checked_config("qwen15-scale", longer)
     assert checked_config("qwen15-scale", {**longer, "sweep.allow_over_memory": True}).sweep.allow_over_memory
     assert checked_config("qwen15-scale", {"storage": str(tmp_path)})  # the shipped layouts fit
+
+
+def test_the_dry_run_lists_and_costs_the_confidence_methods_stages(tmp_path):
+    """wts-aux-conf trains like wts plus one forward pass per step (8 x params per token, not 6);
+    confident-filter adds the weak model's label log-probabilities, a forward pass over D^b
+    costed as reward scoring is, and trains on the filtered table."""
+    from w2s_ray import plan
+    from w2s_ray.stages import fetch
+
+    config = fetch.pin_revisions(load_config("qwen15-scale", {
+        "storage": str(tmp_path), "pairs": [["32b", "72b"]],
+        "methods": ["weak", "wts", "ceiling", "wts-aux-conf", "confident-filter"]}), lambda rung: "0" * 40)
+    stages = plan.plan_stages(config)
+    by_tag = {s["tag"]: s for s in stages if s["stage"] in ("sft", "label_confidence")}
+    (wts_request, wts_h), (aux_request, aux_h) = (plan.cost(config, by_tag[t]) for t in ("wts", "wts-aux-conf"))
+    assert aux_request == f"{wts_request} loss logconf" and aux_h == pytest.approx(wts_h * 8 / 6)
+    assert plan.cost(config, by_tag["confident-filter"]) == (wts_request, pytest.approx(wts_h))
+    scoring = by_tag["label_confidence"]
+    assert scoring["rung"] == "32b" and scoring["inputs"][0] == f"sft/{by_tag['weak']['key']}"
+    request, hours = plan.cost(config, scoring)
+    assert request == "2 GPU vLLM tp2 (prompt log-probs)" and hours > 0
+    assert plan.stage_memory_gb(config, scoring) is not None
+    assert [s["stage"] for s in stages].count("label_confidence") == 1
+    assert not (tmp_path / "artifacts").exists(), "a dry run writes nothing"

@@ -163,7 +163,8 @@ def check_items_and_report(store: Store, results: str, rows: pd.DataFrame, log: 
 
 
 EVERY_METHOD = ["weak", "wts", "ceiling", "strong-base", "wts-s", "icl", "ours", "ours-random",
-                "ours-one-stage", "wts2", "mixed", "clean", "noise-0.5", "weaken-scan", "remove-facts"]
+                "ours-one-stage", "wts2", "mixed", "clean", "noise-0.5", "weaken-scan", "remove-facts",
+                "wts-aux-conf", "confident-filter"]
 
 
 @pytest.mark.slow

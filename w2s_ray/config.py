@@ -196,6 +196,25 @@ class SecondStageSpec(Strict):
                               "base) or the strong rung's pretrained weights")
 
 
+class AuxConfSpec(Strict):
+    """Burns et al.'s auxiliary confidence loss (`wts-aux-conf`; openai/weak-to-strong's
+    `logconf`): (1 - a) CE(weak labels) + a CE(the student's hardened predictions), a ramped
+    from 0 to `weight` over the first `warmup` share of the steps (runtime/tasks.py)."""
+
+    weight: float = Field(0.5, gt=0, le=1, description="alpha_max: the weight of the student's own "
+                          "hardened predictions once warmed up (the reference code's aux_coef)")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps over which alpha rises "
+                          "linearly from 0 to weight; 0 = weight from the first step")
+
+
+class ConfidentFilterSpec(Strict):
+    """`confident-filter`: the strong base trained on the weak labels the weak model is most
+    sure of (its mean log-probability per label token), gold never read."""
+
+    share: float = Field(0.5, gt=0, le=1, description="per capability, the most confident share of "
+                         "the weak labels kept")
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                       description="sweep name: results and stage log go to <storage>/sweeps/<name>/")
@@ -230,6 +249,9 @@ class SweepConfig(Strict):
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
     tracking: TrackingSpec = Field(TrackingSpec(), description="MLflow and W&B tracking of the trials' "
                                                                "metrics and the final tables (off by default)")
+    aux_conf: AuxConfSpec = Field(AuxConfSpec(), description="the auxiliary confidence loss of wts-aux-conf")
+    confident_filter: ConfidentFilterSpec = Field(ConfidentFilterSpec(),
+                                                  description="the weak-confidence filter of confident-filter")
 
     @model_validator(mode="after")
     def _check_fields(self) -> SweepConfig:

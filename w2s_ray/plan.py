@@ -9,7 +9,10 @@ every stage a method needs is rerun for it, as in openai/weak-to-strong's sweep.
 Throughput model (A100 80 GB, bf16; the hardware figures are `hardware.py`'s, measured by the
 preflight where the store holds its record, assumed otherwise):
 - training: tokens x 6 x params / (peak TFLOP/s x MFU), tokens = rows x epochs x TRAIN_TOKENS;
-- reward scoring: a forward pass, tokens x 2 x params at the same MFU;
+- training with the auxiliary confidence loss (`wts-aux-conf`): one more forward pass per step,
+  tokens x 8 x params;
+- reward scoring and the weak model's label log-probabilities (`label_confidence`): a forward
+  pass, tokens x 2 x params at the same MFU;
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
   stops at EOS) / tokens per GPU-second, batched greedy decoding: VLLM_TOKENS_PER_GPU_S's figures
   at the Qwen-1.5 sizes' parameter counts, interpolated (log-log) between them and extended
@@ -48,8 +51,10 @@ TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per c
 #: decoded tokens per GPU-second by parameter count (Qwen-1.5 0.5B ... 72B)
 VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 4500, 14.2e9: 2500,
                          32.5e9: 1200, 72.3e9: 600}
-GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores")
-INFERENCE_STAGES = ("generate", "reward_scores")
+GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores", "label_confidence")
+INFERENCE_STAGES = ("generate", "reward_scores", "label_confidence")
+#: training FLOPs per parameter and token: forward + backward, and a loss's extra passes
+TRAIN_FLOPS = {None: 6, "logconf": 8}
 ENGINE_WARMUP_S = 60.0
 GPUS_PER_NODE = 8  # the cluster files' GPU nodes (p4de.24xlarge, a2-ultragpu-8g)
 MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
@@ -137,7 +142,7 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
     arch = resolved.arch
     if stage["stage"] in ("sft", "reward_model"):
         return resources.training_estimate_gb(arch, training_recipe(resolved, stage))
-    if stage["stage"] in ("generate", "reward_scores"):
+    if stage["stage"] in INFERENCE_STAGES:
         inf = resolved.inference
         if not inf.gpus_per_actor:
             return None
@@ -154,7 +159,8 @@ def training_recipe(resolved: layout.Layout, stage: dict[str, Any]):
 
 #: the column of throughput.csv that counts a stage kind's tokens (`throughput.py`)
 MEASURED_TOKENS = {"sft": "trained_tokens", "reward_model": "trained_tokens",
-                   "generate": "generated_tokens", "reward_scores": "prompt_tokens"}
+                   "generate": "generated_tokens", "reward_scores": "prompt_tokens",
+                   "label_confidence": "prompt_tokens"}
 
 
 @functools.cache
@@ -213,20 +219,22 @@ def cost(config: SweepConfig, stage: dict[str, Any],
     measured = measured_rates(config.sweep.measured_throughput).get((stage["stage"], rung))
     if stage["stage"] in ("sft", "reward_model"):
         hp = training_recipe(resolved, stage)
-        flops = n * hp.epochs * TRAIN_TOKENS * 6 * arch.params
+        flops = n * hp.epochs * TRAIN_TOKENS * TRAIN_FLOPS[stage.get("loss")] * arch.params
         t = resources.layout_of(hp)
         request = (f"{t.workers} GPU {t.strategy} mb{t.micro_batch}x{t.grad_accum}"
                    f"{' ac' if t.activation_checkpointing else ''}" if hp.plan else
                    f"{hp.num_workers} x (CPU {hp.cpus_per_worker}"
                    f"{', GPU 1' if hp.use_gpu else ''}) {hp.strategy}")
+        request += f" loss {stage['loss']}" if stage.get("loss") else ""
         if measured:
             return request, n * hp.epochs * measured[1] / measured[0] / 3600
         return request, flops / (hw["tflops"] * 1e12 * MFU) / 3600
     tp = resolved.inference.tensor_parallel_size
-    if stage["stage"] == "reward_scores":
+    if stage["stage"] in ("reward_scores", "label_confidence"):
+        what = "pooling" if stage["stage"] == "reward_scores" else "prompt log-probs"
         if measured:
-            return f"{tp} GPU vLLM tp{tp} (pooling)", n * measured[1] / measured[0] / 3600
-        return f"{tp} GPU vLLM tp{tp} (pooling)", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
+            return f"{tp} GPU vLLM tp{tp} ({what})", n * measured[1] / measured[0] / 3600
+        return f"{tp} GPU vLLM tp{tp} ({what})", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
     if measured:
         return f"{tp} GPU vLLM tp{tp}", n * measured[1] / measured[0] / 3600
     return f"{tp} GPU vLLM tp{tp}", new_tokens / vllm_tokens_per_gpu_s(arch.params) / 3600
@@ -303,7 +311,7 @@ def dry_run(config: SweepConfig) -> str:
     store = Store(config.storage)
     hw = hardware.figures(store)
     stages = plan_stages(config)
-    header = f"{'stage':<14}{'tag':<16}{'rung':<6}{'status':<10}{'request':<28}{'GPU-h':>8}{'GB/GPU':>8}"
+    header = f"{'stage':<18}{'tag':<18}{'rung':<6}{'status':<10}{'request':<36}{'GPU-h':>8}{'GB/GPU':>8}"
     lines = [header + f"{'ckpts':>10}"]
     total = done_h = 0.0
     n_done = 0
@@ -316,8 +324,8 @@ def dry_run(config: SweepConfig) -> str:
         memory = stage_memory_gb(config, s)
         over = memory is not None and memory > resources.FIT_GB
         estimate = "-" if memory is None else f"{memory:.1f}"
-        lines.append(f"{s['stage']:<14}{s.get('tag', '')!s:<16}{s.get('rung') or '-'!s:<6}"
-                     f"{'committed' if committed else 'todo':<10}{request:<28}{hours:>8.1f}{estimate:>8}"
+        lines.append(f"{s['stage']:<18}{s.get('tag', '')!s:<18}{s.get('rung') or '-'!s:<6}"
+                     f"{'committed' if committed else 'todo':<10}{request:<36}{hours:>8.1f}{estimate:>8}"
                      f"{checkpoints(config, s):>10}"
                      + (f" OVER MEMORY (> {resources.FIT_GB:.0f})" if over else ""))
     naive_stages = plan_stages(config, naive=True)
@@ -337,8 +345,8 @@ def dry_run(config: SweepConfig) -> str:
                    if r.revision == fetch.UNPINNED else "")
                 for r in config.ladder.rungs if rungs.kind(r) == "hub"],
               *[f"hardware figures {line}" for line in hw.describe()],
-              (f"model: training 6 x params x tokens at {hw['tflops']:.0f} TFLOP/s x MFU {MFU} (assumed: "
-              "only a training run measures it), "
+              (f"model: training 6 x params x tokens (8 with loss logconf) at {hw['tflops']:.0f} TFLOP/s "
+               f"x MFU {MFU} (assumed: only a training run measures it), "
               f"{TRAIN_TOKENS} tokens per row; vLLM tokens/s per GPU by parameters "
               f"{ {f'{p / 1e9:g}B': t for p, t in VLLM_TOKENS_PER_GPU_S.items()} } (log-log between them)")]
     return "\n".join(lines)

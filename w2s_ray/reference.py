@@ -98,9 +98,10 @@ def methods_section() -> list[str]:
     from w2s_ray.methods.registry import FAMILIES
 
     recipes = {**methods.METHODS, **{name: fn for name, (fn, _) in FAMILIES.items()}}
-    modules = [m.__name__ for m in (methods.baselines, methods.ours, methods.ablations)]
+    modules = [m.__name__ for m in (methods.baselines, methods.burns, methods.ours, methods.ablations)]
     lines = ["methods (--methods; weak and ceiling are always needed):"]
-    # baselines, then the paper's method, then its ablations: the order docs/design.md explains them
+    # baselines (Burns et al.'s variants with them), then the paper's method, then its ablations: the
+    # order docs/design.md explains them
     for name in sorted(methods.allowed(),
                        key=lambda n: modules.index(recipes[n.split("-<")[0]].__module__)):
         doc = (recipes[name.split("-<")[0]].__doc__ or "").strip().splitlines()

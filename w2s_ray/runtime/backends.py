@@ -7,8 +7,11 @@ a backend without them leaves the table's token figures empty). Generators map `
 greedy `completion`: every row ends at its own budget, at EOS, or just after its stop string,
 whichever comes first, in every backend, so their outputs can be compared token for token.
 Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good), on rows
-encoded exactly as the reward model was trained (`reward.encode_pairs` at its max_length). The
-vLLM backends live in `vllm_backend` (an optional extra); `inference.py` names both.
+encoded exactly as the reward model was trained (`reward.encode_pairs` at its max_length).
+Log-probability passes map them to a causal LM's `confidence` in the label: its mean
+log-probability per token of the label and its EOS, on rows encoded exactly as supervised
+training encodes them (`encoding.encode` at the model's training max_length). The vLLM backends
+live in `vllm_backend` (an optional extra); `inference.py` names both.
 """
 
 from __future__ import annotations
@@ -100,4 +103,36 @@ class TransformersScorer:
         batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
         batch["prompt_tokens"] = enc["attention_mask"].sum(1).numpy()
         batch["generated_tokens"] = np.zeros(len(logits), dtype=int)
+        return batch
+
+
+def mean_label_logprob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per row, the mean log-probability of its scored tokens (`labels` != -100, shifted by one)."""
+    targets = labels[:, 1:]
+    scored = targets != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return ((logp * scored).sum(1) / scored.sum(1).clamp_min(1)).cpu().numpy()
+
+
+class TransformersLogProb:
+    """A causal LM's mean log-probability per label token (and EOS), the label fed whole."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM
+
+        from w2s_ray.runtime.encoding import encode
+
+        torch.set_num_threads(torch_threads)
+        self.encode = functools.partial(encode, max_length=max_length)
+        self.tok = load_tokenizer(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        enc = self.encode(self.tok, list(batch["prompt"]), list(batch["label_text"]))
+        logits = self.model(input_ids=enc["input_ids"].to(self.model.device),
+                            attention_mask=enc["attention_mask"].to(self.model.device)).logits
+        batch["confidence"] = mean_label_logprob(logits, enc["labels"].to(self.model.device))
+        batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
         return batch

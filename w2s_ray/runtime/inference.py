@@ -16,7 +16,12 @@ from w2s_ray.config import InferenceSpec
 from w2s_ray.models import speed
 from w2s_ray.models.location import ModelLocation, ModelRef
 from w2s_ray.runtime import engines
-from w2s_ray.runtime.backends import INPUTS, TransformersBackend, TransformersScorer
+from w2s_ray.runtime.backends import (
+    INPUTS,
+    TransformersBackend,
+    TransformersLogProb,
+    TransformersScorer,
+)
 from w2s_ray.runtime.choose import choose_backend, model_params
 
 
@@ -129,6 +134,14 @@ def vllm_scorer(*args, **kwargs):
     return VLLMScorer(*args, **kwargs)
 
 
-#: generators and scorers by `inference.backend` name (vLLM, an optional extra, imported on use)
+def vllm_logprob(*args, **kwargs):
+    from w2s_ray.runtime.vllm_backend import VLLMLogProb
+
+    return VLLMLogProb(*args, **kwargs)
+
+
+#: generators, scorers and log-probability passes by `inference.backend` name (vLLM, an optional
+#: extra, imported on use)
 BACKENDS = {"transformers": TransformersBackend, "vllm": vllm_backend}
 SCORERS = {"transformers": TransformersScorer, "vllm": vllm_scorer}
+LOGPROBS = {"transformers": TransformersLogProb, "vllm": vllm_logprob}

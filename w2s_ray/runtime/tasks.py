@@ -57,6 +57,130 @@ class SFTTask:
         return length_report(tok, df, hp.max_length)
 
 
+def prior_matched(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The class of each row of `scores` (rows x classes, higher = likelier) such that class k
+    is given to exactly `counts[k]` rows (`counts` sums to the rows): every row takes its likeliest
+    class that still has room, and a class claimed by more rows than it has room for keeps the
+    most confident claimants, round after round. With two classes this is Burns et al.'s
+    threshold at the weak labels' quantile: the `counts[1]` rows likeliest to be class 1 get it."""
+    rows, classes = scores.shape
+    scores = scores.float().clamp_min(torch.finfo(torch.float32).min / 2)
+    out = torch.full((rows,), -1, dtype=torch.long, device=scores.device)
+    room = counts.clone().to(scores.device)
+    while (open_ := (out < 0).nonzero().squeeze(1)).numel():
+        best = scores[open_].masked_fill(room == 0, float("-inf"))
+        conf, choice = best.max(1)
+        order = conf.argsort(descending=True, stable=True)
+        order = order[choice[order].argsort(stable=True)]  # by class, most confident first
+        claimed = choice[order]
+        rank = torch.arange(len(claimed), device=scores.device) - torch.searchsorted(claimed, claimed)
+        won = rank < room[claimed]
+        out[open_[order[won]]] = claimed[won]
+        room -= torch.bincount(claimed[won], minlength=classes)
+    return out
+
+
+def answer_offsets(labels: torch.Tensor) -> torch.Tensor:
+    """Each scored position's index within its row's answer (0 = the answer's first token), -1
+    where nothing is scored; positions are those of `labels[:, 1:]`, the shifted targets."""
+    scored = labels[:, 1:] != -100
+    return torch.where(scored, scored.long().cumsum(1) - 1, -1)
+
+
+def hardened(scores: torch.Tensor, vocab: torch.Tensor, weak: torch.Tensor,
+             offsets: torch.Tensor) -> torch.Tensor:
+    """The student's hardened token at every scored position: `scores` (positions x `vocab`) are
+    its logits at the tokens `vocab` (sorted) the weak labels use; `weak` and `offsets` the weak
+    token and answer offset of each position. Per answer offset, the classes are the tokens the
+    weak labels hold there and their prior the weak labels' counts; each position takes the class
+    `prior_matched` gives it by the student's log-probabilities restricted to those tokens."""
+    out = torch.empty_like(weak)
+    for offset in offsets.unique().tolist():
+        at = (offsets == offset).nonzero().squeeze(1)
+        classes, counts = weak[at].unique(return_counts=True)
+        restricted = torch.log_softmax(scores[at][:, torch.searchsorted(vocab, classes)].float(), -1)
+        out[at] = classes[prior_matched(restricted, counts)]
+    return out
+
+
+class ConfidenceSFTTask(SFTTask):
+    """Burns et al.'s auxiliary confidence loss on answer tokens (openai/weak-to-strong's
+    `logconf`, with its later warm-up fix: a rises as step_frac / warmup, not as step_frac):
+    per answer token, (1 - a) CE(weak token) + a CE(hardened token), a = weight x min(1,
+    step_frac / warmup), summed over the micro-batch and divided by the global batch's answer
+    tokens like `lm_loss`.
+
+    A generative student's "prediction" is its answer tokens: the hardened label of a position
+    is the token the student, fed the weak label's prefix, gives it once each answer offset's
+    labels are made to follow the weak labels' prior there (`hardened`). On a one-token answer
+    (yes / no, a letter, a kind word) this is Burns et al.'s binary / multi-class threshold over
+    the classes the batch's weak labels use; on a longer answer, the hardening of each token of
+    the student's continuation of the weak prefix. The prior and the hardening are those of the
+    whole global batch, never of a micro-batch (the reference code takes the quantile per
+    micro-batch): `prepare` scores every rank's rows without gradients, gathers the scores, and
+    every rank hardens the same global batch, so the objective is one whatever the layout, at
+    the price of one extra forward pass per step."""
+
+    def __init__(self, weight: float, warmup: float):
+        self.weight, self.warmup = weight, warmup
+
+    def alpha(self, step_frac: float) -> float:
+        return self.weight * (min(1.0, step_frac / self.warmup) if self.warmup else 1.0)
+
+    def prepare(self, model, bucket: dict[str, torch.Tensor], idx: torch.Tensor, parts: list[torch.Tensor],
+                world: int, dev: torch.device, step_frac: float, hp: TrainHParams) -> dict[str, torch.Tensor]:
+        """Per row of this rank's micro-batches (`parts`, row indices into `bucket`; a
+        placeholder row where the rank holds none of `idx`): its hardened labels, shaped as its
+        `labels`, and the step's a. A collective when `world` > 1: every rank calls it."""
+        from w2s_ray.runtime import parallel
+
+        labels = bucket["labels"][idx]
+        offsets = answer_offsets(labels)
+        scored = offsets >= 0
+        weak = labels[:, 1:][scored]
+        vocab = weak.unique()
+        scores = []
+        with torch.no_grad():
+            for micro in parts:
+                batch = {k: v[micro].to(dev) for k, v in bucket.items()}
+                with parallel.autocast(hp, dev):
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                at = batch["labels"][:, 1:] != -100
+                # the label tokens' columns first: a (positions x vocabulary) copy would not fit at 150K
+                scores.append(logits[:, :-1, vocab.to(dev)][at].float())
+        scores = torch.cat(scores)
+        scores = gathered(scores, bucket["labels"], idx, world, dev) if world > 1 else scores
+        full = labels.clone()
+        full[:, 1:][scored] = hardened(scores.cpu(), vocab, weak, offsets[scored])
+        where = {int(r): i for i, r in enumerate(idx)}
+        mine = torch.cat(parts)
+        return {"hard_labels": full[[where[int(r)] for r in mine]],
+                "alpha": torch.full((len(mine),), self.alpha(step_frac))}
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor], total: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        scored = batch["labels"][:, 1:] != -100
+        logits = logits[:, :-1][scored].float()
+        weak = F.cross_entropy(logits, batch["labels"][:, 1:][scored], reduction="sum")
+        hard = F.cross_entropy(logits, batch["hard_labels"][:, 1:][scored], reduction="sum")
+        alpha = batch["alpha"][0]
+        return ((1 - alpha) * weak + alpha * hard) / total
+
+
+def gathered(scores: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, world: int,
+             dev: torch.device) -> torch.Tensor:
+    """Every rank's scored positions in global-batch order (the ranks hold `idx`'s consecutive
+    parts, as the trainer splits it); each rank knows every rank's count from the labels."""
+    counts = [int((labels[part][:, 1:] != -100).sum()) for part in idx.tensor_split(world)]
+    rank = torch.distributed.get_rank()
+    padded = torch.zeros((max(counts), scores.shape[1]), dtype=scores.dtype, device=dev)
+    padded[: counts[rank]] = scores[: counts[rank]]
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, counts)])
+
+
 def balanced_weights(df: pd.DataFrame) -> pd.Series:
     """Per capability, each class carries half the weight, whatever its count."""
     counts = df.groupby(["capability", "target"])["target"].transform("size")
@@ -112,3 +236,5 @@ class RewardTask:
 
 #: the training stage's task names (`stages/train.py`) -> what runs them
 TASKS = {"sft": SFTTask, "reward_model": RewardTask}
+#: the supervised losses besides cross-entropy (`stages/train.py`'s `loss`) -> what runs them
+LOSSES = {"logconf": ConfidenceSFTTask}

@@ -97,10 +97,16 @@ def optimize(model, buckets: Buckets, hp: TrainHParams, seed: int, rank: int = 0
         parts = max(1, min(hp.grad_accum, len(idx) // world))
         rows = mine if len(mine) else idx[:1]
         total = task.total({k: v[idx] for k, v in buckets[bucket].items()}).to(dev)
+        micros = rows.tensor_split(parts)
+        # A task whose targets depend on the whole global batch (the confidence loss's prior)
+        # makes them before the step's first micro-batch: per row of this rank's micro-batches.
+        extra = (task.prepare(model, buckets[bucket], idx, list(micros), world, dev, step / steps, hp)
+                 if hasattr(task, "prepare") else {})
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for i, micro in enumerate(rows.tensor_split(parts)):
-            batch = {k: v[micro].to(dev) for k, v in buckets[bucket].items()}
+        for i, at in enumerate(torch.arange(len(rows)).tensor_split(parts)):
+            batch = {k: v[rows[at]].to(dev) for k, v in buckets[bucket].items()}
+            batch.update({k: v[at].to(dev) for k, v in extra.items()})
             with parallel.gradient_sync(model, i == parts - 1), parallel.autocast(hp, dev):
                 loss = task.loss(model, batch, total)
                 # DDP and FSDP average the ranks' gradients: times `world`, they sum them.

@@ -156,3 +156,33 @@ class VLLMScorer:
         batch["score"] = np.array([o.outputs.probs[1] for o in outs], dtype=np.float32)
         batch["compute_seconds"] = np.full(len(outs), (time.perf_counter() - start) / len(outs))
         return batch
+
+
+class VLLMLogProb:
+    """The mean log-probability per label token (and EOS) through vLLM's prompt log-probs: the
+    rows `encoding.encode` makes for training, unpadded, each scored as a prompt."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int,
+                 tensor_parallel_size: int = 1, max_num_seqs: int = 256, max_model_len: int | None = None):
+        from w2s_ray.runtime.encoding import encode
+
+        self.encode = functools.partial(encode, max_length=max_length)
+        self.tok = load_tokenizer(path)
+        self.llm = start_engine(path, dtype, tensor_parallel_size, max_num_seqs, max_model_len)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from vllm import SamplingParams, TokensPrompt
+
+        start = time.perf_counter()
+        enc = self.encode(self.tok, list(batch["prompt"]), list(batch["label_text"]))
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=r) for r in rows],
+                                 SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
+        means = []
+        for out, ids, labels in zip(outs, rows, enc["labels"]):
+            # prompt_logprobs[t] holds token t's log-probability given the tokens before it
+            scored = [t for t in range(1, len(ids)) if labels[t] != -100]
+            means.append(sum(out.prompt_logprobs[t][ids[t]].logprob for t in scored) / max(1, len(scored)))
+        batch["confidence"] = np.array(means, dtype=np.float64)
+        batch["compute_seconds"] = np.full(len(outs), (time.perf_counter() - start) / len(outs))
+        return batch

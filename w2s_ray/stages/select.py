@@ -1,5 +1,6 @@
 """Training sets carved from the weak labels D̄^b: the reward model's selection D̈^b (Eq. 8), its
-equal-size random control, and the clean / noisy sets of the Sec. 3.6 analysis.
+equal-size random control, the weak model's most confident labels (`confident-filter`), and the
+clean / noisy sets of the Sec. 3.6 analysis.
 
 Every sampler draws per capability with a `random.Random` seeded by a string, so the draw is the
 same in every process and does not depend on the other capabilities.
@@ -8,6 +9,7 @@ same in every process and does not depend on the other capabilities.
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import pandas as pd
@@ -59,6 +61,16 @@ def same_size_random(weak: pd.DataFrame, selected: pd.DataFrame, seed: int) -> p
         rows = random.Random(f"random-subset:{seed}:{cap}").sample(range(len(pool)), int(n))
         parts.append(pool.iloc[sorted(rows)])
     return pd.concat(parts, ignore_index=True)[WEAK_COLUMNS]
+
+
+def most_confident(scored: pd.DataFrame, share: float) -> pd.DataFrame:
+    """Per capability, the weak labels whose weak-model confidence is in the top `share` (at least
+    one row; ties keep table order), in table order: no gold is read."""
+    parts = []
+    for _, g in scored.groupby("capability", sort=True):
+        n = max(1, math.ceil(share * len(g)))
+        parts.append(g.loc[g["confidence"].sort_values(ascending=False, kind="stable").index[:n]].sort_index())
+    return pd.concat(parts, ignore_index=True)[[*WEAK_COLUMNS, "confidence"]]
 
 
 def correct_mask(df: pd.DataFrame, gold: pd.DataFrame) -> pd.Series:

@@ -44,28 +44,34 @@ def identity(hp: TrainHParams) -> dict[str, Any]:
 
 
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: Recipe = "train",
-          tag: str = "train", anchor: ModelRef | None = None) -> Artifact:
+          tag: str = "train", anchor: ModelRef | None = None, loss: dict[str, Any] | None = None) -> Artifact:
     """Train `base` on the rows of `data` with the task named `task` (`TASKS`) and the base
     rung's `recipe` (its layout, `ctx.layout`); returns the model artifact. Weight averaging
-    (`toward_base`) moves back toward `anchor`'s weights when given, else the base's."""
+    (`toward_base`) moves back toward `anchor`'s weights when given, else the base's. `loss`
+    (`{"name": ..., **its fields}`, a name of `runtime.tasks.LOSSES`) replaces the supervised
+    cross-entropy and joins the key; without it the key is what it always was."""
     lay = ctx.layout(base.rung)
     hp = getattr(lay, recipe)
     anchor = anchor if hp.toward_base else None
     inputs = [base.id, data.id] + ([anchor.id] if anchor else [])
-    art = Artifact.make(task, TASKS[task], inputs, {"hp": identity(hp), "seed": ctx.seed})
+    params = {"hp": identity(hp), "seed": ctx.seed} | ({"loss": loss} if loss else {})
+    art = Artifact.make(task, TASKS[task], inputs, params)
     if base.rung is not None:
         ctx.rungs[art.id] = base.rung
 
     def build(folder: str) -> dict:
         from w2s_ray.runtime.encoding import length_warnings
         from w2s_ray.runtime.ray_train import run_training
+        from w2s_ray.runtime.tasks import LOSSES
         from w2s_ray.runtime.tasks import TASKS as RUNS
 
         table = f"{ctx.store.location(data)}/{TABLE}"
         if len(ctx.store.read_table(table)) == 0:
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         root = ctx.store.root
-        metrics = run_training(RUNS[task](), base.at(root), table, folder, hp, ctx.seed, f"{task}-{art.key}",
+        options = dict(loss or {})
+        run = LOSSES[options.pop("name")](**options) if loss else RUNS[task]()
+        metrics = run_training(run, base.at(root), table, folder, hp, ctx.seed, f"{task}-{art.key}",
                                anchor.at(root) if anchor else None, resources.training_estimate_gb(lay.arch, hp))
         for warning in length_warnings(metrics["lengths"], hp.max_length):
             log.warning("%s %s: %s", tag, art.key[:8], warning)
@@ -77,10 +83,11 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: 
                  100 * speed.figures(metrics["throughput"])["padding_share"])
         return metrics
 
-    return ctx.builder.ensure(art, build, tag=tag)
+    # The stage log (and the dry run's costing) names a loss other than cross-entropy.
+    return ctx.builder.ensure(art, build, tag=tag, **({"loss": loss["name"]} if loss else {}))
 
 
 def sft(ctx: StageContext, base: ModelRef, data: Artifact, recipe: Recipe = "train",
-        tag: str = "sft", anchor: ModelRef | None = None) -> Artifact:
+        tag: str = "sft", anchor: ModelRef | None = None, loss: dict[str, Any] | None = None) -> Artifact:
     """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
-    return train(ctx, base, data, "sft", recipe, tag, anchor)
+    return train(ctx, base, data, "sft", recipe, tag, anchor, loss)
