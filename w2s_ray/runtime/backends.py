@@ -4,10 +4,14 @@ A backend is a class whose constructor `(path, torch_threads, dtype, **options)`
 once (per Ray Data actor) and whose `__call__` maps a numpy batch to one with new columns and a
 per-row `compute_seconds`. Generators map `prompt`, `max_new_tokens` and optionally `stop` to a
 greedy `completion`: every row ends at its own budget, at EOS, or just after its stop string,
-whichever comes first, in every backend, so their outputs can be compared token for token.
+whichever comes first, in every backend, so their outputs can be compared token for token. A row
+with `temperature` and `sample_seed` is sampled instead, from its own seeded stream, so its
+sample does not depend on the rows it is batched with.
 Scorers map `prompt` and `label_text` to the reward model's `score`, p(label is good), on rows
 encoded exactly as the reward model was trained (`reward.encode_pairs` at its max_length). The
-vLLM backends live in `vllm_backend` (an optional extra); `inference.py` names both.
+vLLM backends live in `vllm_backend` (an optional extra); `inference.py` names both. Log-probers
+map `prompt` and `label_text` to `logp`, log p(label and EOS | prompt) under a causal model, on
+rows encoded as supervised training encodes them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from w2s_ray.models.tokenizer import load_tokenizer, prompt_ids
 #: the columns any backend reads: only these enter a Ray Data stage, so a table's other columns
 #: (answers, None where unparseable) are never converted to numpy batches and back (where None
 #: turns into float NaN and Arrow refuses a column of NaN and strings)
-INPUTS = ("prompt", "max_new_tokens", "stop", "label_text")
+INPUTS = ("prompt", "max_new_tokens", "stop", "label_text", "temperature", "sample_seed")
 
 
 def stops_of(batch: dict[str, np.ndarray]) -> list[str]:
@@ -34,6 +38,22 @@ def cut_at_stop(text: str, stop: str) -> str:
     """The text up to and including the first stop string (vLLM's include_stop_str_in_output)."""
     at = text.find(stop) if stop else -1
     return text if at < 0 else text[: at + len(stop)]
+
+
+class SeededSampling:
+    """Sampling at each row's temperature by the Gumbel-max trick, as a logits processor before
+    greedy decoding: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T), and the
+    noise comes from each row's own generator, so a row's sample is a function of its seed and
+    its logits alone, whatever batch it is in."""
+
+    def __init__(self, seeds: list[int], temperatures: list[float]):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        noise = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
+        return scores.float() / self.temperatures.to(scores.device) + gumbel.to(scores.device)
 
 
 class TransformersBackend:
@@ -53,9 +73,11 @@ class TransformersBackend:
         ids = [prompt_ids(self.tok, p) for p in batch["prompt"]]
         enc = self.tok.pad({"input_ids": ids}, return_tensors="pt").to(self.model.device)
         budgets = batch["max_new_tokens"].astype(int)
+        sampled = {"logits_processor": [SeededSampling(batch["sample_seed"].tolist(),
+                                                       batch["temperature"].tolist())]} if "sample_seed" in batch else {}
         out = self.model.generate(
             **enc, max_new_tokens=int(budgets.max()), do_sample=False,
-            eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id, **sampled,
         )
         new = out[:, enc["input_ids"].shape[1] :]
         # The batch runs to its longest budget; each row keeps only its own.
@@ -88,4 +110,37 @@ class TransformersScorer:
         logits = self.model(**{k: v.to(self.model.device) for k, v in enc.items()}).logits.float()
         batch["score"] = torch.softmax(logits, -1)[:, 1].cpu().numpy()
         batch["compute_seconds"] = np.full(len(logits), (time.perf_counter() - start) / len(logits))
+        return batch
+
+
+def answer_logps(model, tok, prompts: list[str], labels: list[str], max_length: int) -> torch.Tensor:
+    """log p(label and EOS | prompt) per row, over the tokens supervised training scores
+    (`encoding.encode` at `max_length`): DPO's reference terms, and an implicit reward's."""
+    from w2s_ray.runtime.encoding import encode
+    from w2s_ray.runtime.tasks import sequence_logps
+
+    enc = encode(tok, prompts, labels, max_length)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    return sequence_logps(logits, enc["labels"]).cpu()
+
+
+class TransformersLogProbs:
+    """A causal model's log-probabilities of given answers, right-padded, in `dtype`."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(torch_threads)
+        self.max_length = max_length
+        self.tok = load_tokenizer(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        logps = answer_logps(self.model, self.tok, [str(p) for p in batch["prompt"]],
+                             [str(t) for t in batch["label_text"]], self.max_length)
+        batch["logp"] = logps.double().numpy()
+        batch["compute_seconds"] = np.full(len(logps), (time.perf_counter() - start) / len(logps))
         return batch
