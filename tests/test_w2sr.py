@@ -60,3 +60,77 @@ def test_dpo_loss_equals_trls_on_the_same_batch(tiny_checkpoint, tmp_path):
     assert abs(ours.item() - theirs.item()) <= 1e-5, (ours.item(), theirs.item())
     assert ours.item() != pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-4), \
         "the reference differs from the policy: the loss is not log 2"
+
+
+def samples_of(answers: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame({"uid": "u", "sample": range(len(answers)), "label_text": [f"says {a}" for a in answers],
+                         "answer": answers})
+
+
+def weak_row(answer: str | None) -> pd.DataFrame:
+    return pd.DataFrame({"uid": ["u"], "capability": ["arithmetic"], "prompt": ["1+1 ="],
+                         "label_text": [f"weak says {answer}"], "answer": [answer]})
+
+
+PAIR_CASES = [  # (sampled answers (k = 10), weak answer) -> (rule, chosen's answer, rejected's answer) or None
+    ("majority 5/10 < 0.6: skipped", ["1"] * 5 + ["2"] * 5, "1", None),
+    ("majority 6/10 is weak's: weak over a minority", ["1"] * 6 + ["2"] * 4, "1", ("weak_is_majority", "weak", "2")),
+    ("weak is the majority, no minority: skipped", ["1"] * 10, "1", None),
+    ("minority includes unparseable samples", ["1"] * 9 + [None], "1", ("weak_is_majority", "weak", None)),
+    ("majority 8/10 not weak's: majority over weak", ["3"] * 8 + ["1"] * 2, "1", ("confident_majority", "3", "weak")),
+    ("majority 7/10 not weak's, < 0.8: skipped", ["3"] * 7 + ["1"] * 3, "1", None),
+    ("weak answer among none of the samples, majority 10/10", ["3"] * 10, "9", ("confident_majority", "3", "weak")),
+    ("unparseable weak answer: skipped", ["3"] * 10, None, None),
+    ("unparseable samples are never the majority", [None] * 7 + ["3"] * 3, "3", None),
+]
+
+
+@pytest.mark.parametrize(("case", "answers", "weak", "expected"), PAIR_CASES, ids=[c[0] for c in PAIR_CASES])
+def test_contrastive_pairs_follow_the_rules(case, answers, weak, expected):
+    from w2s_ray.stages.pairs import contrastive_pairs
+
+    pairs = contrastive_pairs(samples_of(answers), weak_row(weak), 0.6, 0.8, seed=0)
+    if expected is None:
+        assert pairs.empty, case
+        return
+    rule, chosen, rejected = expected
+    [row] = pairs.to_dict("records")
+    text = {"weak": f"weak says {weak}"}
+    assert (row["rule"], row["chosen"], row["rejected"]) == (rule, text.get(chosen, f"says {chosen}"),
+                                                             text.get(rejected, f"says {rejected}")), case
+    assert row["majority_share"] == max(answers.count(a) for a in set(answers) if a is not None) / len(answers)
+
+
+def test_the_random_minority_is_drawn_per_item_and_seed():
+    from w2s_ray.stages.pairs import contrastive_pairs
+
+    answers = ["1"] * 6 + ["2", "3", "4", "5"]
+    draws = {s: contrastive_pairs(samples_of(answers), weak_row("1"), 0.6, 0.8, seed=s)["rejected"].item()
+             for s in range(12)}
+    assert set(draws.values()) <= {"says 2", "says 3", "says 4", "says 5"}
+    assert len(set(draws.values())) > 1, "the rejected sample is drawn, not always the first minority"
+    assert contrastive_pairs(samples_of(answers), weak_row("1"), 0.6, 0.8, seed=3)["rejected"].item() == draws[3]
+
+
+def test_sampling_is_reproducible_for_a_seed_and_independent_of_the_batch(tiny_checkpoint):
+    import numpy as np
+
+    from w2s_ray.runtime.backends import TransformersBackend
+    from w2s_ray.stages.sample import sampled_rows
+
+    prompts = pd.DataFrame({"uid": ["a", "b", "c"], "capability": "scan", "prompt": PROMPTS})
+    rows = sampled_rows(prompts, k=4, temperature=1.0, seed=7)
+    backend = TransformersBackend(tiny_checkpoint, 1, "float32")
+
+    def run(df: pd.DataFrame) -> list[str]:
+        batch = {c: df[c].to_numpy() for c in ("prompt", "max_new_tokens", "stop", "temperature", "sample_seed")}
+        return list(backend(batch)["completion"])
+
+    whole = run(rows)
+    assert run(rows) == whole, "the same seeds give the same samples"
+    assert run(rows.iloc[::-1])[::-1] == whole, "a row's sample does not depend on its batch"
+    assert len(set(whole[:4])) > 1, "an untrained model at temperature 1 samples different answers"
+    other = run(sampled_rows(prompts, k=4, temperature=1.0, seed=8))
+    assert other != whole, "another seed, other samples"
+    greedy = {c: rows[c].to_numpy() for c in ("prompt", "max_new_tokens", "stop")}
+    assert len(set(np.asarray(backend(greedy)["completion"])[:4])) == 1, "without seeds: greedy, one answer"

@@ -130,7 +130,7 @@ def over_memory(config: SweepConfig) -> str | None:
     from w2s_ray.plan import stage_memory_gb
 
     for rung in config.ladder.names():
-        for stage in ("sft", "reward_model", "generate"):
+        for stage in ("sft", "reward_model", "dpo", "generate"):
             gb = stage_memory_gb(config, {"stage": stage, "rung": rung})
             if gb is not None and gb > resources.FIT_GB:
                 return (f"the {stage} stages of rung {rung!r} need an estimated {gb:.1f} GB per GPU, over the "

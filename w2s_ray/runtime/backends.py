@@ -126,7 +126,8 @@ def answer_logps(model, tok, prompts: list[str], labels: list[str], max_length: 
 
 
 class TransformersLogProbs:
-    """A causal model's log-probabilities of given answers, right-padded, in `dtype`."""
+    """A causal model's log-probabilities of given answers, right-padded, in `dtype`; on GPUs its
+    layers are spread over all of the actor's (a 72B model fills more than one)."""
 
     def __init__(self, path: str, torch_threads: int, dtype: str, max_length: int, device: str = "cpu"):
         from transformers import AutoModelForCausalLM
@@ -134,7 +135,8 @@ class TransformersLogProbs:
         torch.set_num_threads(torch_threads)
         self.max_length = max_length
         self.tok = load_tokenizer(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+        placed = {"device_map": "auto"} if device == "cuda" else {}
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **placed).eval()
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

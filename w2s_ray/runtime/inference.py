@@ -15,7 +15,7 @@ from w2s_ray.artifacts import Store
 from w2s_ray.config import InferenceSpec
 from w2s_ray.models.location import ModelLocation, ModelRef
 from w2s_ray.runtime import engines
-from w2s_ray.runtime.backends import INPUTS, TransformersBackend, TransformersScorer
+from w2s_ray.runtime.backends import INPUTS, TransformersBackend, TransformersLogProbs, TransformersScorer
 from w2s_ray.runtime.choose import choose_backend, model_params
 
 
@@ -118,3 +118,5 @@ def vllm_scorer(*args, **kwargs):
 #: generators and scorers by `inference.backend` name (vLLM, an optional extra, imported on use)
 BACKENDS = {"transformers": TransformersBackend, "vllm": vllm_backend}
 SCORERS = {"transformers": TransformersScorer, "vllm": vllm_scorer}
+#: answers' log-probabilities: transformers only (`stages/logprobs.py` says why)
+LOGPROBERS = {"transformers": TransformersLogProbs}

@@ -14,6 +14,7 @@ from w2s_ray.models import resources
 from w2s_ray.models.location import ModelRef
 from w2s_ray.stages.context import StageContext
 from w2s_ray.stages.data import TABLE
+from w2s_ray.stages.logprobs import logprobs
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,13 @@ log = logging.getLogger(__name__)
 LAYOUT = {"num_workers", "cpus_per_worker", "use_gpu", "torch_threads", "strategy", "grad_accum",
           "activation_checkpointing", "checkpoint_every", "plan"}
 
-Recipe = Literal["train", "stage2", "reward"]
+Recipe = Literal["train", "stage2", "reward", "dpo"]
 #: what a training run trains (`runtime/tasks.py`) -> the version its artifacts' keys name
 # sft 2, reward_model 2: a batch never mixes capabilities; the batch plan no longer depends on
 # the number of ranks
-TASKS = {"sft": 2, "reward_model": 2}
+TASKS = {"sft": 2, "reward_model": 2, "dpo": 1}
+#: sequences per training row, where not 1: DPO's chosen and rejected (the memory estimate's)
+SEQUENCES = {"dpo": 2}
 
 
 def identity(hp: TrainHParams) -> dict[str, Any]:
@@ -43,15 +46,17 @@ def identity(hp: TrainHParams) -> dict[str, Any]:
 
 
 def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: Recipe = "train",
-          tag: str = "train", anchor: ModelRef | None = None) -> Artifact:
-    """Train `base` on the rows of `data` with the task named `task` (`TASKS`) and the base
-    rung's `recipe` (its layout, `ctx.layout`); returns the model artifact. Weight averaging
-    (`toward_base`) moves back toward `anchor`'s weights when given, else the base's."""
+          tag: str = "train", anchor: ModelRef | None = None, options: dict[str, Any] | None = None) -> Artifact:
+    """Train `base` on the rows of `data` with the task named `task` (`TASKS`, constructed with
+    `options`, which its key names when given) and the base rung's `recipe` (its layout,
+    `ctx.layout`); returns the model artifact. Weight averaging (`toward_base`) moves back toward
+    `anchor`'s weights when given, else the base's."""
     lay = ctx.layout(base.rung)
     hp = getattr(lay, recipe)
     anchor = anchor if hp.toward_base else None
     inputs = [base.id, data.id] + ([anchor.id] if anchor else [])
-    art = Artifact.make(task, TASKS[task], inputs, {"hp": identity(hp), "seed": ctx.seed})
+    art = Artifact.make(task, TASKS[task], inputs, {"hp": identity(hp), "seed": ctx.seed,
+                                                    **({"task": options} if options else {})})
     if base.rung is not None:
         ctx.rungs[art.id] = base.rung
 
@@ -64,8 +69,9 @@ def train(ctx: StageContext, base: ModelRef, data: Artifact, task: str, recipe: 
         if len(ctx.store.read_table(table)) == 0:
             raise ValueError(f"{tag}: the training table {data.id} is empty; nothing to train on")
         root = ctx.store.root
-        metrics = run_training(RUNS[task](), base.at(root), table, folder, hp, ctx.seed, f"{task}-{art.key}",
-                               anchor.at(root) if anchor else None, resources.training_estimate_gb(lay.arch, hp))
+        metrics = run_training(RUNS[task](**(options or {})), base.at(root), table, folder, hp, ctx.seed,
+                               f"{task}-{art.key}", anchor.at(root) if anchor else None,
+                               resources.training_estimate_gb(lay.arch, hp, SEQUENCES.get(task, 1)))
         for warning in length_warnings(metrics["lengths"], hp.max_length):
             log.warning("%s %s: %s", tag, art.key[:8], warning)
         return metrics
@@ -77,3 +83,11 @@ def sft(ctx: StageContext, base: ModelRef, data: Artifact, recipe: Recipe = "tra
         tag: str = "sft", anchor: ModelRef | None = None) -> Artifact:
     """Fine-tune `base` on the (prompt, label_text) rows of `data`; returns the model artifact."""
     return train(ctx, base, data, "sft", recipe, tag, anchor)
+
+
+def dpo(ctx: StageContext, base: ModelRef, pairs: Artifact, tag: str = "dpo") -> Artifact:
+    """DPO of `base` against itself as the frozen reference on the (prompt, chosen, rejected)
+    rows of `pairs`: the reference's log-probabilities are computed once, by an inference stage
+    (`stages/logprobs.py`), and travel with the rows; `w2sr.beta` and the `dpo` recipe."""
+    with_reference = logprobs(ctx, base, pairs, ["chosen", "rejected"], tag="reference_logprobs")
+    return train(ctx, base, with_reference, "dpo", "dpo", tag, options={"beta": ctx.config.w2sr.beta})
