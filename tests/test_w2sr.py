@@ -3,11 +3,16 @@ seeded sampling."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from w2s_ray.artifacts import Artifact, StageLog, Store
 from w2s_ray.config import TrainHParams
 from w2s_ray.runtime.backends import answer_logps
 from w2s_ray.runtime.tasks import DPOTask
@@ -47,7 +52,7 @@ def test_dpo_loss_equals_trls_on_the_same_batch(tiny_checkpoint, tmp_path):
     ours = task.loss(policy, bucket, task.total(bucket))
 
     # TRL's own trainer and collator, its reference model computing the reference terms itself.
-    answer = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
+    answer = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     examples = [{"prompt_ids": prompt_ids(tok, p), "chosen_ids": answer(c), "rejected_ids": answer(r)}
                 for p, c, r in zip(PROMPTS, CHOSEN, REJECTED)]
     # bf16=False: DPOConfig defaults to bf16, and our batch is float32.
@@ -134,3 +139,27 @@ def test_sampling_is_reproducible_for_a_seed_and_independent_of_the_batch(tiny_c
     assert other != whole, "another seed, other samples"
     greedy = {c: rows[c].to_numpy() for c in ("prompt", "max_new_tokens", "stop")}
     assert len(set(np.asarray(backend(greedy)["completion"])[:4])) == 1, "without seeds: greedy, one answer"
+
+
+@pytest.mark.slow
+def test_a_smoke_sweep_runs_w2sr_dpo_and_prints_its_row(tmp_path):
+    """Stage I (one round, to stay small), the samples, pairs, reference log-probs and DPO of a
+    real sweep: w2sr-dpo gets a row, and DPO's first loss is log 2, so the stored reference
+    log-probabilities are the policy's own at its first step."""
+    from tests.test_sweep import run_cli
+
+    storage = str(tmp_path / "store")
+    out = run_cli("--preset", "smoke", "--storage", storage, "--methods", "weak", "wts", "ceiling", "w2sr-dpo",
+                  "--set", "w2sr.rounds=1")
+    header = next(line for line in out.splitlines() if "pgr_w2sr-dpo" in line)
+    row = next(line for line in out.splitlines() if line.startswith("| t1 -> t2 | average"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert 0.0 <= float(cells["w2sr-dpo"]) <= 1.0
+    store = Store(storage)
+    log = StageLog(store, "smoke", "").frame()
+    built = log[log["status"] == "built"]
+    assert {"sample", "contrastive_pairs", "logprobs", "dpo"} <= set(built["stage"])
+    [key] = built[built["stage"] == "dpo"]["key"]
+    folder = store.location(Artifact("dpo", key))
+    metrics = json.loads((Path(folder) / "train_metrics.json").read_text())
+    assert metrics["first_loss"] == pytest.approx(math.log(2), abs=1e-5)

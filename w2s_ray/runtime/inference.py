@@ -15,7 +15,12 @@ from w2s_ray.artifacts import Store
 from w2s_ray.config import InferenceSpec
 from w2s_ray.models.location import ModelLocation, ModelRef
 from w2s_ray.runtime import engines
-from w2s_ray.runtime.backends import INPUTS, TransformersBackend, TransformersLogProbs, TransformersScorer
+from w2s_ray.runtime.backends import (
+    INPUTS,
+    TransformersBackend,
+    TransformersLogProbs,
+    TransformersScorer,
+)
 from w2s_ray.runtime.choose import choose_backend, model_params
 
 

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import load_tokenizer
-from w2s_ray.runtime.encoding import Buckets, encode_buckets, encode_pairs, encode_preferences, length_report
+from w2s_ray.runtime.encoding import (
+    Buckets,
+    encode_buckets,
+    encode_pairs,
+    encode_preferences,
+    length_report,
+)
 
 
 def answer_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
