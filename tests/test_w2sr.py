@@ -163,3 +163,33 @@ def test_a_smoke_sweep_runs_w2sr_dpo_and_prints_its_row(tmp_path):
     folder = store.location(Artifact("dpo", key))
     metrics = json.loads((Path(folder) / "train_metrics.json").read_text())
     assert metrics["first_loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_the_dry_run_costs_w2srs_stages_at_the_papers_sizes(tmp_path):
+    """qwen15-scale: k samples cost k greedy passes, the reference scores two answers per pair,
+    and DPO at 72B lays out on FSDP with its memory that of SFT with two sequences per row."""
+    from w2s_ray import plan
+    from w2s_ray.config import load_config
+    from w2s_ray.models import layout, resources
+    from w2s_ray.stages import fetch
+
+    config = fetch.pin_revisions(load_config("qwen15-scale", {
+        "storage": str(tmp_path), "pairs": [["32b", "72b"]],
+        "methods": ["weak", "wts", "ceiling", "w2sr-dpo", "ours-dpo-reward"]}), lambda rung: "planned")
+    stages = [s for s in plan.plan_stages(config) if s.get("rung") == "72b"]
+    by = {(s["stage"], s["tag"]): s for s in stages}
+    assert {("sample", "w2sr_samples"), ("logprobs", "reference_logprobs"), ("dpo", "w2sr-dpo"),
+            ("dpo", "dpo-reward"), ("logprobs", "dpo_reward_policy")} <= set(by)
+    greedy = plan.cost(config, by[("generate", "relabel")])[1]
+    assert plan.cost(config, by[("sample", "w2sr_samples")])[1] == pytest.approx(config.w2sr.samples * greedy)
+    request, dpo_hours = plan.cost(config, by[("dpo", "w2sr-dpo")])
+    _, sft_hours = plan.cost(config, by[("sft", "wts")])
+    assert "fsdp" in request and dpo_hours == pytest.approx(2 * sft_hours)
+    dpo_hp = layout.resolve(config, "72b").dpo
+    memory = plan.stage_memory_gb(config, by[("dpo", "w2sr-dpo")])
+    assert memory == resources.training_estimate_gb(layout.resolve(config, "72b").arch, dpo_hp, sequences=2)
+    assert memory <= resources.FIT_GB
+    assert memory > resources.training_estimate_gb(layout.resolve(config, "72b").arch, dpo_hp), \
+        "two sequences per row hold more than one"
+    assert plan.cost(config, by[("logprobs", "reference_logprobs")])[1] == pytest.approx(
+        2 * plan.cost(config, by[("logprobs", "dpo_reward_policy")])[1])

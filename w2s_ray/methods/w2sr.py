@@ -43,6 +43,9 @@ from w2s_ray.stages.select import WEAK_COLUMNS, select
 from w2s_ray.stages.tables import derive
 from w2s_ray.stages.train import dpo, sft
 
+#: the methods that train a DPO stage
+DPO_METHODS = {"w2sr-dpo", "ours-dpo-reward"}
+
 
 def required(ctx: StageContext, table: Artifact, what: str) -> Artifact:
     """`table`, or NotApplicable when a sweep built it empty (a dry run builds nothing)."""
