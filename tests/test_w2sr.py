@@ -193,3 +193,17 @@ def test_the_dry_run_costs_w2srs_stages_at_the_papers_sizes(tmp_path):
         "two sequences per row hold more than one"
     assert plan.cost(config, by[("logprobs", "reference_logprobs")])[1] == pytest.approx(
         2 * plan.cost(config, by[("logprobs", "dpo_reward_policy")])[1])
+
+
+def test_the_implicit_reward_keeps_what_the_dpo_model_made_more_likely():
+    from w2s_ray.methods.w2sr import implicit_scores
+    from w2s_ray.stages.select import select
+
+    rows = pd.DataFrame({"uid": ["a", "b", "c"], "capability": "arithmetic", "prompt": "p", "label_text": "t",
+                         "answer": "1", "role": "weak", "target": [1, 0, 1]})
+    policy = rows.assign(logp_label_text=[-1.0, -5.0, -2.0])
+    reference = rows.assign(logp_label_text=[-2.0, -4.0, -2.0])
+    scored = implicit_scores(policy, reference, beta=0.1)
+    assert scored["reward"].tolist() == pytest.approx([0.1, -0.1, 0.0])
+    assert scored["score"].tolist() == pytest.approx([1 / (1 + math.exp(-0.1)), 1 / (1 + math.exp(0.1)), 0.5])
+    assert select(scored, 0.5, "consistent")["uid"].tolist() == ["a"]
