@@ -207,3 +207,34 @@ def test_the_implicit_reward_keeps_what_the_dpo_model_made_more_likely():
     assert scored["reward"].tolist() == pytest.approx([0.1, -0.1, 0.0])
     assert scored["score"].tolist() == pytest.approx([1 / (1 + math.exp(-0.1)), 1 / (1 + math.exp(0.1)), 0.5])
     assert select(scored, 0.5, "consistent")["uid"].tolist() == ["a"]
+
+
+def test_accumulation_does_not_change_the_dpo_objective(tiny_checkpoint):
+    """The Ray-free loop: one batch of 7 pairs whole or in 3 micro-batches (3, 2, 2 pairs) gives
+    the same weights; a mean per micro-batch, averaged, would not."""
+    from tests.test_objective import assert_same_weights
+    from w2s_ray.runtime.trainer import optimize
+
+    tok = AutoTokenizer.from_pretrained(f"{tiny_checkpoint}/tokenizer")
+    reference = perturbed(AutoModelForCausalLM.from_pretrained(tiny_checkpoint), 2)
+    prompts, chosen, rejected = (PROMPTS * 3)[:7], (CHOSEN * 3)[:7], (REJECTED[::-1] * 3)[:7]
+    with torch.no_grad():
+        ref = {name: answer_logps(reference, tok, prompts, answers, 64).numpy()
+               for name, answers in (("chosen", chosen), ("rejected", rejected))}
+    rows = pd.DataFrame({"capability": "scan", "prompt": prompts, "chosen": chosen, "rejected": rejected,
+                         "logp_chosen": ref["chosen"], "logp_rejected": ref["rejected"]})
+
+    class MicroMean(DPOTask):
+        def loss(self, model, batch, total):
+            return super().loss(model, batch, self.total(batch)) / 3
+
+    def trained(task: DPOTask, accum: int) -> dict[str, torch.Tensor]:
+        model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+        hp = TrainHParams(batch_size=7, grad_accum=accum, epochs=2, lr=1e-2, max_length=64)
+        optimize(model, task.buckets(tok, rows, hp), hp, seed=0, task=task)
+        return model.state_dict()
+
+    whole = trained(DPOTask(0.1), 1)
+    assert_same_weights(trained(DPOTask(0.1), 3), whole, "DPO, accumulation 3")
+    with pytest.raises(AssertionError):
+        assert_same_weights(trained(MicroMean(0.1), 3), whole, "a mean per micro-batch")
