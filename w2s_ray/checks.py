@@ -163,10 +163,12 @@ def resource_problem(config: SweepConfig, cpus: float, gpus: int) -> str | None:
 
 def over_memory(config: SweepConfig) -> str | None:
     """The first GPU stage whose estimated peak per GPU exceeds FIT_GB, named with its estimate."""
+    from w2s_ray.methods.w2sr import DPO_METHODS
     from w2s_ray.plan import stage_memory_gb
 
+    dpo = ("dpo",) if DPO_METHODS & set(config.methods) else ()
     for rung in config.ladder.names():
-        for stage in ("sft", "reward_model", "generate"):
+        for stage in ("sft", "reward_model", *dpo, "generate"):
             gb = stage_memory_gb(config, {"stage": stage, "rung": rung})
             if gb is not None and gb > resources.FIT_GB:
                 return (f"the {stage} stages of rung {rung!r} need an estimated {gb:.1f} GB per GPU, over the "

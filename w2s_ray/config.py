@@ -215,6 +215,32 @@ class ConfidentFilterSpec(Strict):
                          "the weak labels kept")
 
 
+class W2SRSpec(Strict):
+    """Weak-to-strong reasoning (Yang, Ma, Liu 2024): stage I's selective fine-tuning, stage II's
+    DPO on contrastive samples, and the DPO model whose implicit reward selects in
+    ours-dpo-reward. Unset lr / epochs take `train`'s; the DPO stage never averages weights."""
+
+    rounds: int = Field(2, ge=1, description="stage-I rounds: round r > 1 relabels D^b with round r-1's model")
+    shots: int = Field(3, ge=1, description="weak-labelled demonstrations before each prompt of the strong "
+                                            "model's in-context answer (stage I)")
+    samples: int = Field(10, ge=2, description="answers sampled per item for the contrastive pairs (k)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of those answers")
+    min_majority: float = Field(0.6, gt=0, le=1, description="skip an item whose most frequent sampled "
+                                                            "answer has a smaller share")
+    confident_majority: float = Field(0.8, gt=0, le=1, description="when the weak answer is not the majority, "
+                                      "pair majority over weak only at this share or above")
+    beta: float = Field(0.1, gt=0, description="DPO's beta (sigmoid loss); also the implicit reward's scale")
+    lr: float | None = Field(None, gt=0, description="DPO lr; default train.lr")
+    epochs: float | None = Field(None, gt=0, description="DPO epochs; default train.epochs")
+
+    @model_validator(mode="after")
+    def _shares(self) -> W2SRSpec:
+        if self.confident_majority < self.min_majority:
+            raise ValueError(f"w2sr.confident_majority: {self.confident_majority} is below w2sr.min_majority "
+                             f"({self.min_majority}); allowed: a share in [{self.min_majority}, 1]")
+        return self
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                       description="sweep name: results and stage log go to <storage>/sweeps/<name>/")
@@ -246,6 +272,7 @@ class SweepConfig(Strict):
     inference: InferenceSpec = Field(InferenceSpec(), description="generation and scoring through Ray Data")
     reward: RewardSpec = Field(RewardSpec(), description="the reward model that selects weak samples")
     stage2: SecondStageSpec = Field(SecondStageSpec(), description="stage 2 of ours and ours-random")
+    w2sr: W2SRSpec = Field(W2SRSpec(), description="w2sr-sft, w2sr-dpo and ours-dpo-reward")
     sweep: SweepSpec = Field(SweepSpec(), description="the Ray Tune grid")
     tracking: TrackingSpec = Field(TrackingSpec(), description="MLflow and W&B tracking of the trials' "
                                                                "metrics and the final tables (off by default)")

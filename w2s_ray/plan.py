@@ -14,7 +14,7 @@ preflight where the store holds its record, assumed otherwise):
 - reward scoring and the weak model's label log-probabilities (`label_confidence`): a forward
   pass, tokens x 2 x params at the same MFU;
 - vLLM generation: output tokens (rows x the capability's max_new_tokens, an upper bound: greedy
-  stops at EOS) / tokens per GPU-second, batched greedy decoding: VLLM_TOKENS_PER_GPU_S's figures
+  stops at EOS; sampling: k rows per item) / tokens per GPU-second, batched greedy decoding: VLLM_TOKENS_PER_GPU_S's figures
   at the Qwen-1.5 sizes' parameter counts, interpolated (log-log) between them and extended
   along the nearest segment's slope beyond them.
 - an engine start: bf16 weights read at the weight-load rate plus ENGINE_WARMUP_S (CUDA graphs, KV cache
@@ -24,7 +24,10 @@ preflight where the store holds its record, assumed otherwise):
 - a training checkpoint (as many as `models/checkpointing.py` says the stage writes): fp32 weights
   and AdamW's two moments, each node's share staged on its local disk, then uploaded to the
   store, while the gang's GPUs wait.
-Training rows are upper bounds where a table is filtered (selection, subsets): D^b's size.
+- answers' log-probabilities (DPO's reference, the implicit reward): a forward pass, as scoring;
+- DPO: SFT's figure with two sequences per row (chosen and rejected), its rows at most D^b's
+  items; its memory is SFT's with two sequences per row (the reference is precomputed).
+Training rows are upper bounds where a table is filtered (selection, subsets, pairs): D^b's size.
 """
 
 from __future__ import annotations
@@ -51,13 +54,16 @@ TRAIN_TOKENS = 300  # mean prompt + answer tokens per training row (padded per c
 #: decoded tokens per GPU-second by parameter count (Qwen-1.5 0.5B ... 72B)
 VLLM_TOKENS_PER_GPU_S = {0.62e9: 20000, 1.84e9: 12000, 3.95e9: 7000, 7.72e9: 4500, 14.2e9: 2500,
                          32.5e9: 1200, 72.3e9: 600}
-GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores", "label_confidence")
-INFERENCE_STAGES = ("generate", "reward_scores", "label_confidence")
+GPU_STAGES = ("sft", "reward_model", "generate", "reward_scores", "label_confidence", "sample", "logprobs", "dpo")
+INFERENCE_STAGES = ("generate", "reward_scores", "label_confidence", "sample", "logprobs")
+TRAINING = ("sft", "reward_model", "dpo")
 #: training FLOPs per parameter and token: forward + backward, and a loss's extra passes
 TRAIN_FLOPS = {None: 6, "logconf": 8}
+#: answers scored per row by a log-probability stage, by its tag (else 1)
+LOGPROB_COLUMNS = {"reference_logprobs": 2}
 ENGINE_WARMUP_S = 60.0
 GPUS_PER_NODE = 8  # the cluster files' GPU nodes (p4de.24xlarge, a2-ultragpu-8g)
-MODEL_INPUTS = ("sft/", "reward_model/", "fetch/", "base:")
+MODEL_INPUTS = ("sft/", "reward_model/", "dpo/", "fetch/", "base:")
 
 
 class PlanStore(Store):
@@ -128,7 +134,11 @@ def rows(config: SweepConfig, stage: dict[str, Any]) -> tuple[int, int]:
     n = sum(per_cap.values()) * (2 if stage.get("tag") in ("mixed", "reward_scores") else 1)
     if stage.get("tag") == "wts-s":
         n //= len(caps)
+    if stage["stage"] == "logprobs":
+        n *= LOGPROB_COLUMNS.get(stage.get("tag"), 1)
     tokens = sum(per_cap[c] * registry.get(c).max_new_tokens for c in caps)
+    if stage["stage"] == "sample":
+        n, tokens = n * config.w2sr.samples, tokens * config.w2sr.samples
     return n, tokens
 
 
@@ -140,8 +150,9 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
     if resolved is None or resolved.arch is None:
         return None
     arch = resolved.arch
-    if stage["stage"] in ("sft", "reward_model"):
-        return resources.training_estimate_gb(arch, training_recipe(resolved, stage))
+    if stage["stage"] in TRAINING:
+        return resources.training_estimate_gb(arch, training_recipe(resolved, stage),
+                                              2 if stage["stage"] == "dpo" else 1)
     if stage["stage"] in INFERENCE_STAGES:
         inf = resolved.inference
         if not inf.gpus_per_actor:
@@ -154,7 +165,7 @@ def stage_memory_gb(config: SweepConfig, stage: dict[str, Any]) -> float | None:
 
 def training_recipe(resolved: layout.Layout, stage: dict[str, Any]):
     """The hyper-parameters a planned training stage runs with (stage 2 lays out as `train`)."""
-    return resolved.reward if stage["stage"] == "reward_model" else resolved.train
+    return {"reward_model": resolved.reward, "dpo": resolved.dpo}.get(stage["stage"], resolved.train)
 
 
 #: the column of throughput.csv that counts a stage kind's tokens (`throughput.py`)
@@ -217,9 +228,10 @@ def cost(config: SweepConfig, stage: dict[str, Any],
         return "CPU", 0.0
     n, new_tokens = rows(config, stage)
     measured = measured_rates(config.sweep.measured_throughput).get((stage["stage"], rung))
-    if stage["stage"] in ("sft", "reward_model"):
+    if stage["stage"] in TRAINING:
         hp = training_recipe(resolved, stage)
-        flops = n * hp.epochs * TRAIN_TOKENS * TRAIN_FLOPS[stage.get("loss")] * arch.params
+        sequences = 2 if stage["stage"] == "dpo" else 1
+        flops = n * sequences * hp.epochs * TRAIN_TOKENS * TRAIN_FLOPS[stage.get("loss")] * arch.params
         t = resources.layout_of(hp)
         request = (f"{t.workers} GPU {t.strategy} mb{t.micro_batch}x{t.grad_accum}"
                    f"{' ac' if t.activation_checkpointing else ''}" if hp.plan else
@@ -235,6 +247,8 @@ def cost(config: SweepConfig, stage: dict[str, Any],
         if measured:
             return f"{tp} GPU vLLM tp{tp} ({what})", n * measured[1] / measured[0] / 3600
         return f"{tp} GPU vLLM tp{tp} ({what})", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
+    if stage["stage"] == "logprobs":
+        return f"{tp} GPU transformers", n * TRAIN_TOKENS * 2 * arch.params / (hw["tflops"] * 1e12 * MFU) / 3600
     if measured:
         return f"{tp} GPU vLLM tp{tp}", n * measured[1] / measured[0] / 3600
     return f"{tp} GPU vLLM tp{tp}", new_tokens / vllm_tokens_per_gpu_s(arch.params) / 3600

@@ -26,7 +26,7 @@ from w2s_ray.config import SweepConfig
 
 log = logging.getLogger(__name__)
 
-TRAINING_STAGES = ("sft", "reward_model")
+TRAINING_STAGES = ("sft", "reward_model", "dpo")
 #: a stage-log event older than the run's start by more than this is another run's (clock skew
 #: between nodes stays far below it)
 SKEW_S = 60.0

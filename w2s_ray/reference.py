@@ -98,7 +98,8 @@ def methods_section() -> list[str]:
     from w2s_ray.methods.registry import FAMILIES
 
     recipes = {**methods.METHODS, **{name: fn for name, (fn, _) in FAMILIES.items()}}
-    modules = [m.__name__ for m in (methods.baselines, methods.burns, methods.ours, methods.ablations)]
+    modules = [m.__name__ for m in (methods.baselines, methods.burns, methods.ours, methods.ablations,
+                                    methods.w2sr)]
     lines = ["methods (--methods; weak and ceiling are always needed):"]
     # baselines (Burns et al.'s variants with them), then the paper's method, then its ablations: the
     # order docs/design.md explains them

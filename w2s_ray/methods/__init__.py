@@ -5,7 +5,7 @@ trial) already built gets it back: the wts model of a pair is trained once and s
 relabel and every ablation that starts from it.
 """
 
-from w2s_ray.methods import ablations, baselines, burns, ours  # noqa: F401  (registers the recipes)
+from w2s_ray.methods import ablations, baselines, burns, ours, w2sr  # noqa: F401  (registers the recipes)
 from w2s_ray.methods.registry import METHODS, NotApplicable, Target, allowed, resolve, targets
 
 __all__ = ["METHODS", "NotApplicable", "Target", "allowed", "resolve", "targets"]

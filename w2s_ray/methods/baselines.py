@@ -54,13 +54,15 @@ def wts_single(ctx: StageContext, weak: str, strong: str) -> list[Target]:
     return out
 
 
-def with_shots(test: pd.DataFrame, labeled: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Each test prompt led by ICL_SHOTS ground-truth D^a examples of its capability, in the
-    capability's shot format (a blank line between real-text examples)."""
+def with_shots(test: pd.DataFrame, labeled: pd.DataFrame, seed: int, n_shots: int = ICL_SHOTS,
+               exclude_own: bool = False) -> pd.DataFrame:
+    """Each test prompt led by `n_shots` examples of `labeled` (ground-truth D^a examples for icl)
+    of its capability, in the capability's shot format (a blank line between real-text examples);
+    `exclude_own`: never the prompt's own row, when `labeled` holds the prompts themselves."""
     prompts = []
     for uid, cap, prompt in zip(test["uid"], test["capability"], test["prompt"]):
-        pool = labeled[labeled["capability"] == cap]
-        shots = pool.iloc[random.Random(f"icl:{seed}:{uid}").sample(range(len(pool)), ICL_SHOTS)]
+        pool = labeled[(labeled["capability"] == cap) & ~((labeled["uid"] == uid) & exclude_own)]
+        shots = pool.iloc[random.Random(f"icl:{seed}:{uid}").sample(range(len(pool)), min(n_shots, len(pool)))]
         fmt = registry.get(cap)
         prompts.append(fmt.shot_separator.join(
             [*(fmt.shot(p, lab) for p, lab in zip(shots["prompt"], shots["label_text"])), prompt]))

@@ -27,12 +27,20 @@ class Layout:
     stage2: TrainHParams  # stage 2 of ours and ours-random
     reward: TrainHParams  # the reward model's training
     inference: InferenceSpec  # generation and reward scoring
+    dpo: TrainHParams  # DPO (w2sr-dpo, ours-dpo-reward): two sequences per row
 
 
 def reward_recipe(config: SweepConfig) -> TrainHParams:
     spec = config.reward
     update = {k: v for k, v in {"lr": spec.lr, "epochs": spec.epochs}.items() if v is not None}
     # The classifier head starts from scratch: there is no base to average it toward.
+    return config.train.model_copy(update={**update, "toward_base": 0.0})
+
+
+def dpo_recipe(config: SweepConfig) -> TrainHParams:
+    spec = config.w2sr
+    update = {k: v for k, v in {"lr": spec.lr, "epochs": spec.epochs}.items() if v is not None}
+    # DPO's pull toward the reference is its beta-weighted log-ratio, not weight averaging.
     return config.train.model_copy(update={**update, "toward_base": 0.0})
 
 
@@ -48,4 +56,6 @@ def resolve(config: SweepConfig, rung: str | None) -> Layout:
     inf = config.inference
     return Layout(arch=arch, train=planned(config.train), stage2=planned(config.stage2_hparams()),
                   reward=planned(reward_recipe(config)),
-                  inference=resources.inference_spec(inf, arch) if arch and inf.plan else inf)
+                  inference=resources.inference_spec(inf, arch) if arch and inf.plan else inf,
+                  dpo=resources.training_hparams(dpo_recipe(config), arch, sequences=2)
+                  if arch and config.train.plan else dpo_recipe(config))

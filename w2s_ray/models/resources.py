@@ -197,13 +197,17 @@ def head_gathered(arch: Arch, bf16: bool) -> float:
     return head * ((2 + 2 + 4) if bf16 else (4 + 4))
 
 
-def training_estimate_gb(arch: Arch | None, hp: TrainHParams) -> float | None:
+def training_estimate_gb(arch: Arch | None, hp: TrainHParams, sequences: int = 1) -> float | None:
     """A training stage's estimated peak per GPU under `hp`'s layout; None off the GPU or for an
     architecture the estimate cannot size. The one figure the dry run prints, the CLI refuses
-    over, and an out-of-memory error quotes."""
+    over, and an out-of-memory error quotes. `sequences` per row: DPO's 2 (chosen and rejected
+    in one forward; its reference terms are precomputed, so no second model is held)."""
     if arch is None or not hp.use_gpu:
         return None
-    return train_memory_gb(arch, layout_of(hp), hp.max_length, bf16=hp.mixed_precision == "bf16")["total"]
+    plan = layout_of(hp)
+    plan = TrainPlan(plan.workers, plan.strategy, plan.micro_batch * sequences, plan.grad_accum,
+                     plan.activation_checkpointing)
+    return train_memory_gb(arch, plan, hp.max_length, bf16=hp.mixed_precision == "bf16")["total"]
 
 
 def layout_of(hp: TrainHParams) -> TrainPlan:
@@ -227,17 +231,23 @@ def divisors(n: int) -> list[int]:
 
 
 @cache
-def train_plan(arch: Arch, batch_size: int = GLOBAL_BATCH, seq: int = SEQ) -> TrainPlan:
+def train_plan(arch: Arch, batch_size: int = GLOBAL_BATCH, seq: int = SEQ, sequences: int = 1) -> TrainPlan:
     """The cheapest bf16 layout of `arch`'s fine-tuning whose estimate fits FIT_GB: the fewest
     GPUs, then no activation checkpointing (it recomputes every layer's forward), then the
     largest micro-batch. One GPU trains unsharded; several shard with FSDP, since DDP would
     replicate on each the states that did not fit one. Workers and micro-batches divide
     `batch_size`, so the global batch stays exact. Where none fits, the most sharded layout,
-    which the dry run and the sweep's check then report as over the limit."""
+    which the dry run and the sweep's check then report as over the limit. A row of `sequences`
+    sequences (DPO: 2) weighs that many in the estimate; micro-batches count rows."""
     layouts = [TrainPlan(workers, "ddp" if workers == 1 else "fsdp", micro, batch_size // workers // micro, ckpt)
                for workers in divisors(batch_size) for ckpt in (False, True)
                for micro in reversed(divisors(batch_size // workers))]
-    return next((t for t in layouts if train_memory_gb(arch, t, seq)["total"] <= FIT_GB), layouts[-1])
+
+    def fits(t: TrainPlan) -> bool:
+        held = TrainPlan(t.workers, t.strategy, t.micro_batch * sequences, t.grad_accum, t.activation_checkpointing)
+        return train_memory_gb(arch, held, seq)["total"] <= FIT_GB
+
+    return next((t for t in layouts if fits(t)), layouts[-1])
 
 
 MIN_INFER_SEQS = 32  # concurrent 1024-token sequences below which an engine decodes too few at once
@@ -276,10 +286,10 @@ def inference_spec(inf: InferenceSpec, arch: Arch) -> InferenceSpec:
                                   "gpus_per_actor": float(plan.tensor_parallel), "concurrency": seqs})
 
 
-def training_hparams(hp: TrainHParams, arch: Arch) -> TrainHParams:
+def training_hparams(hp: TrainHParams, arch: Arch, sequences: int = 1) -> TrainHParams:
     """`hp` with `arch`'s layout for its global batch and length; the optimisation recipe (lr,
-    epochs...) is kept."""
-    plan = train_plan(arch, hp.batch_size, hp.max_length)
+    epochs...) is kept; a row of `sequences` sequences (DPO: 2) weighs that many in the plan."""
+    plan = train_plan(arch, hp.batch_size, hp.max_length, sequences)
     return hp.model_copy(update={
         "num_workers": plan.workers, "use_gpu": True, "strategy": plan.strategy,
         "grad_accum": plan.grad_accum, "activation_checkpointing": plan.activation_checkpointing,

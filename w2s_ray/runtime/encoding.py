@@ -42,6 +42,16 @@ def encode_buckets(tok, df, max_length: int) -> Buckets:
             for _, g in df.groupby("capability", sort=True)]
 
 
+def encode_preferences(tok, prompts: list[str], chosen: list[str], rejected: list[str],
+                       max_length: int) -> dict[str, torch.Tensor]:
+    """Each row's chosen and rejected answers, encoded as `encode` encodes a supervised row (the
+    reference log-probabilities are summed over the same tokens), stacked on a second axis of
+    size 2 so a batch's row indices select whole pairs."""
+    both = encode(tok, prompts + prompts, chosen + rejected, max_length)
+    n = len(prompts)
+    return {k: torch.stack([v[:n], v[n:]], dim=1) for k, v in both.items()}
+
+
 def encode_pairs(tok, prompts: list[str], labels: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """BOS + prompt + label, right-padded; too long rows lose their *start*, since the classifier
     reads the last token and the label is what is judged. The one encoding of the reward model:

@@ -19,7 +19,7 @@ from w2s_ray.runtime import engines
 from w2s_ray.runtime.backends import (
     INPUTS,
     TransformersBackend,
-    TransformersLogProb,
+    TransformersLogProbs,
     TransformersScorer,
 )
 from w2s_ray.runtime.choose import choose_backend, model_params
@@ -144,4 +144,6 @@ def vllm_logprob(*args, **kwargs):
 #: extra, imported on use)
 BACKENDS = {"transformers": TransformersBackend, "vllm": vllm_backend}
 SCORERS = {"transformers": TransformersScorer, "vllm": vllm_scorer}
-LOGPROBS = {"transformers": TransformersLogProb, "vllm": vllm_logprob}
+#: answers' log-probabilities (`logp`) and their mean per token (`confidence`); vLLM gives the
+#: latter alone, and `stages/logprobs.py` says why DPO's reference never runs there
+LOGPROBS = {"transformers": TransformersLogProbs, "vllm": vllm_logprob}

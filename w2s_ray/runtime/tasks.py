@@ -1,6 +1,7 @@
 """What a training run trains: the model class it loads, how its rows are encoded, its loss.
 
-`SFTTask` is causal-LM fine-tuning on (prompt, label_text) rows; `RewardTask` the reward model
+`SFTTask` is causal-LM fine-tuning on (prompt, label_text) rows; `DPOTask` preference optimisation
+on (prompt, chosen, rejected) rows against stored reference log-probabilities; `RewardTask` the reward model
 of paper Eq. 7, `AutoModelForSequenceClassification` with two labels (a fresh linear head on the
 last non-pad token), class-balanced within each capability: consistent samples usually outnumber
 the inconsistent ones, and an unweighted classifier would learn to keep everything. A task
@@ -16,7 +17,13 @@ import torch.nn.functional as F
 
 from w2s_ray.config import TrainHParams
 from w2s_ray.models.tokenizer import load_tokenizer
-from w2s_ray.runtime.encoding import Buckets, encode_buckets, encode_pairs, length_report
+from w2s_ray.runtime.encoding import (
+    Buckets,
+    encode_buckets,
+    encode_pairs,
+    encode_preferences,
+    length_report,
+)
 
 
 def answer_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -234,7 +241,55 @@ class RewardTask:
         return (per_row * batch["weight"]).sum() / total
 
 
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's summed log-probability of its scored tokens (labels other than -100, after the
+    causal shift by one): log pi(answer | prompt)."""
+    targets = labels[:, 1:]
+    scored = targets != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * scored).sum(-1)
+
+
+class DPOTask(SFTTask):
+    """DPO with the sigmoid loss (Rafailov et al. 2023): -log sigmoid(beta * (chosen's log-ratio -
+    rejected's)), each log-ratio log pi - log pi_ref summed over the answer tokens and the EOS.
+    The reference's log-probabilities come with the rows (`logp_chosen`, `logp_rejected`,
+    computed once by an inference stage), so a run holds one model. A step's loss is the mean over
+    the pairs of its global batch whatever the split, as SFT's is over its answer tokens."""
+
+    def __init__(self, beta: float):
+        self.beta = beta
+
+    def buckets(self, tok, df: pd.DataFrame, hp: TrainHParams) -> Buckets:
+        out = []
+        for _, g in df.groupby("capability", sort=True):
+            enc = encode_preferences(tok, g["prompt"].tolist(), g["chosen"].tolist(), g["rejected"].tolist(),
+                                     hp.max_length)
+            ref = torch.tensor(g[["logp_chosen", "logp_rejected"]].to_numpy(), dtype=torch.float32)
+            out.append({**enc, "ref_logps": ref})
+        return out
+
+    @staticmethod
+    def lengths(tok, df: pd.DataFrame, hp: TrainHParams) -> dict[str, dict[str, int]]:
+        answers = pd.concat([df.assign(label_text=df[c]) for c in ("chosen", "rejected")], ignore_index=True)
+        return length_report(tok, answers, hp.max_length)
+
+    @staticmethod
+    def total(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pairs of the rows."""
+        return torch.tensor(float(len(batch["input_ids"])))
+
+    def loss(self, model, batch: dict[str, torch.Tensor], total: torch.Tensor) -> torch.Tensor:
+        # Chosen and rejected in one forward (2 sequences per pair), as TRL's concatenated forward.
+        logits = model(input_ids=batch["input_ids"].flatten(0, 1),
+                       attention_mask=batch["attention_mask"].flatten(0, 1)).logits
+        logps = sequence_logps(logits, batch["labels"].flatten(0, 1)).view(-1, 2)
+        ratios = logps - batch["ref_logps"]
+        return -F.logsigmoid(self.beta * (ratios[:, 0] - ratios[:, 1])).sum() / total
+
+
 #: the training stage's task names (`stages/train.py`) -> what runs them
-TASKS = {"sft": SFTTask, "reward_model": RewardTask}
+TASKS = {"sft": SFTTask, "reward_model": RewardTask, "dpo": DPOTask}
 #: the supervised losses besides cross-entropy (`stages/train.py`'s `loss`) -> what runs them
 LOSSES = {"logconf": ConfidenceSFTTask}

@@ -77,7 +77,8 @@ def start_engine(path: str, dtype: str, tensor_parallel_size: int, max_num_seqs:
 
 
 class VLLMBackend:
-    """Greedy generation with one vLLM engine; each row gets its own budget and stop string."""
+    """Greedy generation with one vLLM engine; each row gets its own budget and stop string, and
+    a row with `temperature` and `sample_seed` is sampled with that per-request seed."""
 
     def __init__(self, path: str, torch_threads: int, dtype: str, tensor_parallel_size: int = 1,
                  max_num_seqs: int = 256, max_model_len: int | None = None):
@@ -92,9 +93,13 @@ class VLLMBackend:
         start = time.perf_counter()
         prompts = [TokensPrompt(prompt_token_ids=prompt_ids(self.tok, p))
                    for p in batch["prompt"]]
-        params = [SamplingParams(temperature=0.0, max_tokens=int(n), stop=[s] if s else None,
-                                 include_stop_str_in_output=True, skip_special_tokens=True)
-                  for n, s in zip(batch["max_new_tokens"], stops_of(batch))]
+        rows = len(batch["prompt"])
+        sampled = [{"temperature": float(t), "seed": int(seed)} for t, seed in
+                   zip(batch["temperature"], batch["sample_seed"])] if "sample_seed" in batch else [
+                       {"temperature": 0.0}] * rows
+        params = [SamplingParams(max_tokens=int(n), stop=[s] if s else None, include_stop_str_in_output=True,
+                                 skip_special_tokens=True, **how)
+                  for n, s, how in zip(batch["max_new_tokens"], stops_of(batch), sampled)]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         # vLLM's own text is detokenized in the prompt's context, which for a word-level
         # tokenizer adds a leading space; decoding the new tokens alone and cutting at the stop
