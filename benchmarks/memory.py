@@ -278,7 +278,8 @@ def measure_ranked(row: Ranked, threads: int = 1) -> list[dict[str, float]]:
 
 #: The estimate's parts, under the names the multi-rank table prints them by.
 TERMS = {"sharded states": ("weights", "adam", "autocast_copy", "ddp_buckets"), "gathered layer": ("gathered",),
-         "root unit gathered": ("head_gathered",), "gradients": ("grads", "step_temporaries"),
+         "root unit gathered": ("head_gathered",), "gradients": ("grads",),
+         "step temporaries": ("step_temporaries",),
          "reduce buffers": ("reduce_buffers",), "activations": ("activations",), "logits": ("logits",)}
 
 
