@@ -17,8 +17,16 @@ Two steps, because AdamW allocates its states in the first and the second runs f
 backward beside them.
 
 Printed: one row per configuration, the measured GB, the estimate for the same shape on a CPU
-(`resources.train_memory_gb(..., device="cpu")`) and their ratio. What only exists on a GPU
-(CUDA context, NCCL buffers, FSDP sharding) cannot be measured here; see docs/memory.md.
+(`resources.train_memory_gb(..., device="cpu")`) and their ratio.
+
+Then the multi-rank rows (`Ranked`): the real widths of Qwen-1.5 sizes (hidden, ffn, vocabulary,
+heads) with 1 or 2 layers, trained by 1, 2 or 4 gloo processes started here torchrun-style,
+loaded by `runtime.parallel.load` (FSDP2 full shard) and trained by `optimize`, fp32 (bf16
+matrix products are ~200x slower than fp32 on a CPU without AVX-512 BF16). Printed per rank:
+measured peak, estimate, ratio and the estimate's terms; and, where a size ran at 1 and 2
+layers, the measured growth per layer and the root's share against the estimate's. What only
+exists on a GPU (CUDA context, NCCL buffers, the caching allocator) cannot be measured here;
+see docs/memory.md.
 """
 
 from __future__ import annotations
@@ -180,8 +188,11 @@ class Ranked:
                 f"b{self.micro_batch}x{self.grad_accum} s{self.seq}")
 
 
-RANKED_QUICK = [Ranked("0.5b", layers, world) for layers in (1, 2) for world in (1, 2, 4)]
-RANKED = [*RANKED_QUICK, *(Ranked("1.8b", layers, 2) for layers in (1, 2))]
+# 1, 2 and 4 processes at one layer, and a second layer where the root's terms are smallest
+# beside the layers' (2 processes): the per-layer and root terms separate there.
+RANKED_QUICK = [Ranked("0.5b", 1, 1), Ranked("0.5b", 1, 2), Ranked("0.5b", 2, 2), Ranked("0.5b", 1, 4)]
+RANKED = [*RANKED_QUICK, Ranked("0.5b", 2, 1), Ranked("0.5b", 2, 4),
+          *(Ranked("1.8b", layers, 2) for layers in (1, 2))]
 
 
 def rows_for(vocab: int, seq: int, rows: int):
@@ -293,10 +304,15 @@ def ranked_estimate(row: Ranked) -> dict[str, float]:
 
 def compare_ranked(rows: list[Ranked], threads: int = 1) -> pd.DataFrame:
     """One line per rank of every row, run one row after the other (each row's ranks at once)."""
+    return ranked_table(rows, [measure_ranked(row, threads) for row in rows])
+
+
+def ranked_table(rows: list[Ranked], measured: list[list[dict[str, float]]]) -> pd.DataFrame:
+    """Each rank's measurement (`measure_ranked`'s) beside its row's estimate and terms."""
     lines = []
-    for row in rows:
+    for row, ranks in zip(rows, measured):
         est = ranked_estimate(row)
-        for got in measure_ranked(row, threads):
+        for got in ranks:
             lines.append({"row": row.label(), "rank": got["rank"], "measured GB": round(got["measured_gb"], 3),
                           "estimate GB": round(est["total"], 3),
                           "estimate / measured": round(est["total"] / got["measured_gb"], 2),
