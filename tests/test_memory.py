@@ -38,3 +38,16 @@ def test_tokens_scale_activations_and_logits_and_shards_divide_the_states(size):
     shards = plan.workers if plan.strategy == "fsdp" else 1
     assert double["weights"] == one["weights"] == pytest.approx(4 * arch.params / shards / 1e9)
     assert one["adam"] == pytest.approx(2 * one["weights"])
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_multi_rank_fsdp_run_is_within_the_band_of_its_estimate():
+    """The smallest multi-rank rows of the benchmark: a narrow Qwen2 (one layer, a 16K vocabulary)
+    trained by 2 and by 4 gloo processes under FSDP2 through the project's loop, each rank's peak
+    against the estimate, whose gathered head and reduce buffers are most of it."""
+    bench = benchmark()
+    rows = [bench.Ranked("narrow", 1, world) for world in (2, 4)]
+    table = bench.compare_ranked(rows)
+    assert list(table["rank"]) == [0, 1, 0, 1, 2, 3]
+    assert table["reduce buffers"].gt(0).all() and table["root unit gathered"].gt(0).all()
+    assert table["estimate / measured"].between(0.8, 1.25).all(), table.to_string()

@@ -85,7 +85,8 @@ def test_the_estimate_rejects_what_does_not_fit():
     assert train_memory_gb(ARCHS["72b"], TrainPlan(8, "fsdp", 1, 5, True))["total"] > 80
     # 20 GPUs: 58 GB of sharded states, and the gathered head with its gradients (10 GB) on top
     twenty = train_memory_gb(ARCHS["72b"], TrainPlan(20, "fsdp", 1, 2, True))
-    assert twenty["total"] > FIT_GB and twenty["head_gathered"] == pytest.approx(10.0, rel=0.01)
+    assert twenty["total"] > FIT_GB and (twenty["head_gathered"] + twenty["reduce_buffers"]
+                                               == pytest.approx(10.2, rel=0.01))
     assert train_memory_gb(ARCHS["7b"], TrainPlan(1, "ddp", 40, 1, False))["total"] > 80
 
 
@@ -155,7 +156,7 @@ def test_dry_run_of_the_scale_grid_is_quick_and_dedup_beats_the_naive_grid(tmp_p
     dedup = float(re.search(r"deduplicated grid: ([\d.]+)", out).group(1))
     naive = float(re.search(r"naive grid \(every .*\): ([\d.]+)", out).group(1))
     assert unique < naive_n and 0 < dedup < naive
-    assert re.search(r"sft +wts +72b +todo +20 GPU fsdp mb2x1 ac +[\d.]+ +70\.2 +\S+$", out, re.MULTILINE)
+    assert re.search(r"sft +wts +72b +todo +20 GPU fsdp mb2x1 ac +[\d.]+ +70\.4 +\S+$", out, re.MULTILINE)
     assert re.search(r"^splits .* CPU +0\.0 +- +-$", out, re.MULTILINE), "a CPU stage has no GPU estimate"
     assert re.search(r"generate +weak_labels +32b +todo +2 GPU vLLM tp2", out)
     assert not (tmp_path / "artifacts").exists(), "a dry run writes nothing"

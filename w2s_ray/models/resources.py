@@ -12,14 +12,16 @@ Memory per GPU: the larger of a step's two peaks (`train_memory_gb`), with P par
 tokens per micro-batch, h hidden, f ffn, V vocab:
   backward's start  weights 4 P + AdamW moments 8 P + gradients (4 P once a step accumulates,
                     else the head's 4 V h) + saved activations + logits (+ 2 P autocast copies)
-  optimizer step    weights 4 P + gradients 4 P + moments 8 P + one tensor's temporaries
+  optimizer step    weights 4 P + gradients 4 P + moments 8 P + the head's two temporaries
   activations       (44 h + 16 f) bytes per layer and token in fp32, 0.66 of it in bf16; with
                     activation checkpointing 4 h per layer-token plus one layer recomputed
   logits            12 bytes per vocabulary entry and token (fp32 log-probs, their gradient and
                     the logits' gradient; flash attention: no s^2 term)
   gathered          FSDP: one layer unsharded, one prefetched; and the output head, its own unit
                     (`runtime/parallel.py`), gathered for the logits with its unsharded gradient
-                    (in the parameters' dtype, then fp32 for the reduce-scatter) in backward
+                    in the parameters' dtype in backward
+  reduce buffers    FSDP: the head's gradient copied whole into the fp32 reduce-scatter input,
+                    and the shard that comes out beside the one accumulated (measured on gloo)
   DDP buckets       4 P over several DDP workers: the fp32 gradient buckets it all-reduces
   overhead          3 GB: CUDA context, NCCL buffers, allocator slack
 Everything per parameter is divided by the FSDP group's size: under FSDP a step's accumulated
@@ -166,6 +168,7 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
         "adam": ADAM_B * params,
         "gathered": (2 if bf16 else 4) * 2 * arch.layer_params if plan.strategy == "fsdp" else 0,
         "head_gathered": head_gathered(arch, bf16) if plan.strategy == "fsdp" and shards > 1 else 0,
+        "reduce_buffers": reduce_buffers(arch, shards) if plan.strategy == "fsdp" and shards > 1 else 0,
         "autocast_copy": AUTOCAST_COPY_B * params if bf16 and plan.strategy == "ddp" else 0,
         # DDP over several workers all-reduces from its own fp32 gradient buckets (GPU, assumed).
         "ddp_buckets": GRAD_B * params if plan.strategy == "ddp" and plan.workers > 1 else 0,
@@ -178,9 +181,10 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
         "logits": LOGIT_B * tokens * arch.vocab,
     }
     # The loop AdamW (runtime/trainer.py) holds one tensor's temporaries at a time, the largest the
-    # head; torch's default on CUDA, foreach, would hold a copy of every parameter.
+    # head's: the second moment's square root and its quotient by the bias correction, two of
+    # them (measured); torch's default on CUDA, foreach, would hold copies of every parameter.
     step = {"weights": resident["weights"], "adam": resident["adam"], "grads": GRAD_B * params,
-            "ddp_buckets": resident["ddp_buckets"], "step_temporaries": head_grad}
+            "ddp_buckets": resident["ddp_buckets"], "step_temporaries": 2 * head_grad}
     peak = max(backward, step, key=lambda parts: sum(parts.values()))
     out = {k: v / 1e9 for k, v in peak.items()}
     out["overhead"] = OVERHEAD_GB if device == "gpu" else CPU_OVERHEAD_GB
@@ -190,11 +194,18 @@ def train_memory_gb(arch: Arch, plan: TrainPlan, seq: int = SEQ, bf16: bool = Tr
 
 def head_gathered(arch: Arch, bf16: bool) -> float:
     """Bytes of the output head's FSDP unit while backward passes it: its gathered weights and its
-    unsharded gradient in the parameters' dtype, and that gradient in fp32 for the reduce-scatter
-    (an assumption from FSDP2's design, not measured here: a CPU process group has no such
-    buffers to measure)."""
+    unsharded gradient, both in the parameters' dtype."""
+    return arch.vocab * arch.hidden * (2 + 2 if bf16 else 4 + 4)
+
+
+def reduce_buffers(arch: Arch, shards: int) -> float:
+    """Bytes FSDP2 holds to reduce-scatter the output head's gradient (`foreach_reduce`): the whole
+    gradient copied into the input buffer in the reduce dtype (fp32, under either precision), and
+    the output shard, which exists beside the gradient it is added to until the addition. Measured
+    as peak memory on 2 gloo ranks at 0.5B's widths (benchmarks/memory.py); the NCCL buffers a GPU
+    adds are in the overhead."""
     head = arch.vocab * arch.hidden
-    return head * ((2 + 2 + 4) if bf16 else (4 + 4))
+    return GRAD_B * head * (1 + 1 / shards)
 
 
 def training_estimate_gb(arch: Arch | None, hp: TrainHParams, sequences: int = 1) -> float | None:
