@@ -1,6 +1,7 @@
 """Engine hosts: one engine start per model across its stages, the least recently used idle host
 stopped beyond `engines_kept`, idle hosts stopped for GPU training; outputs those of a fresh one."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,7 +132,8 @@ def test_a_training_stage_leaves_the_other_trials_engine_running(ray_local, two_
 
     from w2s_ray.runtime import engines
 
-    batch = {"prompt": pd.Series(["to dazal twice , do"]).to_numpy(object), "max_new_tokens": [4], "stop": [""]}
+    batch = {"prompt": np.array(["to dazal twice , do"], dtype=object), "max_new_tokens": np.array([4]),
+             "stop": np.array([""], dtype=object)}
     inf = InferenceSpec(cpus_per_actor=0.5, engines_kept=4)
 
     @ray.remote(num_cpus=0)
