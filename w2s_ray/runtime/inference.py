@@ -81,7 +81,9 @@ def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, l
             "init": {**init, "gpus": inf.gpus_per_actor}}
     with engines.leased_hosts(engines.book(), model_id, names, spec, inf.engines_kept) as hosts:
         # The tasks only forward batches to the hosts, which hold the stage's CPUs and GPUs; each
-        # host has `batches_in_flight` of them at once (an asynchronous engine decodes them together).
+        # host has `batches_in_flight` of them at once (an asynchronous engine decodes them
+        # together). A task maps its block's batches one after another, so one batch per block.
+        ds = ds.repartition(target_num_rows_per_block=inf.batch_size)
         yield ds.map_batches(engines.call_host, fn_kwargs={"hosts": hosts}, batch_size=inf.batch_size,
                              concurrency=len(hosts) * inf.batches_in_flight, num_cpus=0, batch_format="numpy")
 
