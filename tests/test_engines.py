@@ -171,3 +171,39 @@ def test_a_training_stage_leaves_the_other_trials_engine_running(ray_local, two_
         ray.get(book.release_idle.remote())
         for g in groups:
             remove_placement_group(g)
+
+
+class Overlapping:
+    """An asynchronous backend that records the most batches it held at once."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, **options):
+        self.now = self.most = 0
+
+    async def generate(self, batch):
+        import asyncio
+
+        self.now += 1
+        self.most = max(self.most, self.now)
+        await asyncio.sleep(2.0)
+        self.now -= 1
+        rows = len(batch["prompt"])
+        return batch | {"completion": batch["prompt"], "most": np.full(rows, self.most),
+                        "compute_seconds": np.zeros(rows)}
+
+
+def test_a_host_decodes_several_batches_of_a_stage_at_once(ray_local, two_models):
+    import ray
+
+    from w2s_ray.runtime import engines
+    from w2s_ray.runtime.inference import model_dataset
+
+    weak, _ = two_models
+    inf = InferenceSpec(batch_size=4, batches_in_flight=3, cpus_per_actor=0.5, engines_kept=0)
+    df = pd.DataFrame({"prompt": [f"p{i}" for i in range(24)], "_row": range(24)})
+    with model_dataset(ray.data.from_pandas(df), inf, Overlapping, weak.at("/"), "overlap", {}) as ds:
+        out = ds.to_pandas().sort_values("_row")
+    assert out["completion"].tolist() == df["prompt"].tolist()
+    assert 2 <= out["most"].max() <= inf.batches_in_flight, out["most"].tolist()
+    # The host's busy time shared among the batches in flight: the stage's sum is at most its wall.
+    assert out["compute_seconds"].sum() < 24 / 4 * 2.0
+    ray.get(engines.book().release_idle.remote())
