@@ -9,8 +9,9 @@ folder; ours lives in `tokenizer/`). The actor below needs none of that, feeds v
 token ids the transformers backend feeds its model (outputs identical on 2,000 of 2,000 prompts
 for t1 and t4), and through Ray Data keeps 1.0-1.07 of the engine's own steady-state rate
 (`benchmarks/generate.py`, docs/benchmarks.md "vLLM backend"), so there is no wrapper cost left for the
-processor to win back here. Its extra stages (async engine, separate tokenize/detokenize actors)
-buy overlap that may matter on GPUs with large models; they can join behind this interface.
+processor to win back here (and Ray 2.60's `ray.data.llm` pins vLLM 0.29 against our 0.32). Its
+asynchronous engine is here too (`AsyncVLLMBackend`: an engine host's batches in flight decoded
+together); its separate tokenize/detokenize actors could join behind this interface.
 """
 
 from __future__ import annotations
