@@ -1,6 +1,7 @@
 """Engine hosts: one engine start per model across its stages, the least recently used idle host
 stopped beyond `engines_kept`, idle hosts stopped for GPU training; outputs those of a fresh one."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,3 +104,106 @@ def test_a_warm_worker_loads_a_model_once_for_every_stage_it_serves_and_each_loa
     assert served.groupby("pid")["stage"].nunique().max() >= 2, \
         f"no worker served two stages, so none kept its model between them: {served.to_dict('list')}"
     assert starts_since(engines.book(), before) == {weak.id: served["copy"].nunique()}
+
+
+def idle(trial, gpus, used) -> dict:
+    return {"leases": 0, "trial": trial, "gpus": gpus, "used": used}
+
+
+def test_training_stops_its_own_trials_idle_hosts_and_others_only_for_gpus_it_lacks():
+    from w2s_ray.runtime.engines import to_stop_for_training
+
+    hosts = {"a-1": idle("A", 1.0, 5.0), "a-busy": {**idle("A", 1.0, 1.0), "leases": 1},
+             "b-old": idle("B", 1.0, 1.0), "b-new": idle("B", 1.0, 9.0), "b-cpu": idle("B", 0.0, 0.0)}
+    assert to_stop_for_training(hosts, "A", free_gpus=4.0, need_gpus=4.0) == ["a-1"]
+    assert to_stop_for_training(hosts, "A", free_gpus=1.0, need_gpus=2.0) == ["a-1"]
+    # Short by two: other trials' GPU hosts, least recently used first; a CPU host frees nothing.
+    assert to_stop_for_training(hosts, "A", free_gpus=0.0, need_gpus=3.0) == ["a-1", "b-old", "b-new"]
+    assert to_stop_for_training(hosts, "C", free_gpus=0.0, need_gpus=1.0) == ["b-old"]
+
+
+def test_a_training_stage_leaves_the_other_trials_engine_running(ray_local, two_models):
+    """Two trials (each its own placement group, as Tune gives them) each leave an idle engine
+    host; the first trial's GPU training stage stops its own host, and the second trial's host
+    still decodes."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from w2s_ray.runtime import engines
+
+    batch = {"prompt": np.array(["to dazal twice , do"], dtype=object), "max_new_tokens": np.array([4]),
+             "stop": np.array([""], dtype=object)}
+    inf = InferenceSpec(cpus_per_actor=0.5, engines_kept=4)
+
+    @ray.remote(num_cpus=0)
+    def trial_stage(model) -> tuple[str, str]:
+        """An inference stage of the calling trial: its host leased, used, released (kept idle)."""
+        init = {"backend": TransformersBackend, "location": model.at("/"), "torch_threads": 1,
+                "dtype": "float32", "options": {"device": "cpu"}, "gpus": 0.0}
+        name = engines.host_name(model.id, model.source, inf, {"device": "cpu"}, 0)
+        spec = {"cpus": inf.cpus_per_actor, "gpus": 0.0, "init": init}
+        with engines.leased_hosts(engines.book(), model.id, [name], spec, inf.engines_kept) as (host,):
+            ray.get(host.__call__.remote(dict(batch)))
+        return engines.current_trial(), name
+
+    @ray.remote(num_cpus=0)
+    def before_gpu_training() -> list[str]:
+        return ray.get(engines.existing_book().release_for_training.remote(engines.current_trial(), 1.0))
+
+    book = engines.book()
+    ray.get(book.release_idle.remote())
+    groups = [placement_group([{"memory": 2**20}]) for _ in two_models]
+    ray.get([g.ready() for g in groups])
+    in_trial = [PlacementGroupSchedulingStrategy(g) for g in groups]
+    try:
+        (trial_a, host_a), (trial_b, host_b) = ray.get(
+            [trial_stage.options(scheduling_strategy=s, memory=2**20).remote(m) for s, m in zip(in_trial, two_models)])
+        assert trial_a != trial_b and ray.get(book.hosts_of.remote(trial_b)) == [host_b]
+        handle_b = ray.get(book.acquire.remote(host_b, two_models[1].id, {}, trial_b))
+        ray.get(book.release.remote(host_b, inf.engines_kept))
+        stopped = ray.get(before_gpu_training.options(scheduling_strategy=in_trial[0], memory=2**20).remote())
+        assert stopped == [host_a]
+        assert ray.get(book.hosts_of.remote(trial_a)) == []
+        assert ray.get(book.hosts_of.remote(trial_b)) == [host_b]
+        assert len(ray.get(handle_b.__call__.remote(dict(batch)))["completion"]) == 1, "B's engine still decodes"
+    finally:
+        ray.get(book.release_idle.remote())
+        for g in groups:
+            remove_placement_group(g)
+
+
+class Overlapping:
+    """An asynchronous backend that records the most batches it held at once."""
+
+    def __init__(self, path: str, torch_threads: int, dtype: str, **options):
+        self.now = self.most = 0
+
+    async def generate(self, batch):
+        import asyncio
+
+        self.now += 1
+        self.most = max(self.most, self.now)
+        await asyncio.sleep(2.0)
+        self.now -= 1
+        rows = len(batch["prompt"])
+        return batch | {"completion": batch["prompt"], "most": np.full(rows, self.most),
+                        "compute_seconds": np.zeros(rows)}
+
+
+def test_a_host_decodes_several_batches_of_a_stage_at_once(ray_local, two_models):
+    import ray
+
+    from w2s_ray.runtime import engines
+    from w2s_ray.runtime.inference import model_dataset
+
+    weak, _ = two_models
+    inf = InferenceSpec(batch_size=4, batches_in_flight=3, cpus_per_actor=0.5, engines_kept=0)
+    df = pd.DataFrame({"prompt": [f"p{i}" for i in range(24)], "_row": range(24)})
+    with model_dataset(ray.data.from_pandas(df), inf, Overlapping, weak.at("/"), "overlap", {}) as ds:
+        out = ds.to_pandas().sort_values("_row")
+    assert out["completion"].tolist() == df["prompt"].tolist()
+    assert 2 <= out["most"].max() <= inf.batches_in_flight, out["most"].tolist()
+    # The host's busy time shared among the batches in flight: the stage's sum is at most its wall.
+    assert out["compute_seconds"].sum() < 24 / 4 * 2.0
+    ray.get(engines.book().release_idle.remote())

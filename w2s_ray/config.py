@@ -115,10 +115,17 @@ class InferenceSpec(Strict):
                                                         "model's stage side by side")
     engines_kept: int = Field(2, ge=0, description="idle engine hosts kept between stages (vLLM, GPUs), "
                                                    "least recently used stopped first; training on GPUs "
-                                                   "stops every idle one")
+                                                   "stops its own trial's idle ones, and others' only "
+                                                   "while free GPUs fall short")
     concurrency: int = Field(256, ge=1, description="sequences one vLLM engine decodes at once "
                                                     "(max_num_seqs)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine")
+    batches_in_flight: int = Field(4, ge=1, description="Ray Data batches one engine host decodes at once "
+                                   "(vLLM: continuously batched by its asynchronous engine, so no batch's "
+                                   "longest answers leave it idle); 1: one synchronous LLM.generate per batch")
+    enforce_eager: bool | None = Field(None, description="vLLM without torch.compile and CUDA graphs; null: "
+                                       "eager on CPU (compiling costs more than it saves there), compiled on "
+                                       "GPUs, with the compile cache kept per node")
     cpus_per_actor: float = Field(0.5, gt=0, description="CPUs Ray reserves per inference actor")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs Ray reserves per inference actor")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference process")

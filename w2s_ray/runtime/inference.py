@@ -26,13 +26,14 @@ from w2s_ray.runtime.choose import choose_backend, model_params
 
 
 def engine_options(inf: InferenceSpec, backend: str, max_tokens: int) -> dict:
-    """What a backend needs beyond (path, threads, dtype): vLLM its engine layout and the most
-    tokens one sequence of the stage can need, transformers the device (an actor that holds GPUs
-    decodes on them)."""
+    """What a backend needs beyond (path, threads, dtype): vLLM its engine layout, the most
+    tokens one sequence of the stage can need and whether its host decodes several batches at
+    once, transformers the device (an actor that holds GPUs decodes on them)."""
     if backend != "vllm":
         return {"device": "cuda" if inf.gpus_per_actor else "cpu"}
     return {"tensor_parallel_size": inf.tensor_parallel_size, "max_num_seqs": inf.concurrency,
-            "max_model_len": max_tokens}
+            "max_model_len": max_tokens, "enforce_eager": inf.enforce_eager,
+            "asynchronous": inf.batches_in_flight > 1}
 
 
 def max_generation_tokens(df: pd.DataFrame) -> int:
@@ -85,9 +86,12 @@ def model_dataset(ds: ray.data.Dataset, inf: InferenceSpec, backend: Callable, l
     spec = {"cpus": inf.cpus_per_actor, "gpus": inf.gpus_per_actor,
             "init": {**init, "gpus": inf.gpus_per_actor}}
     with engines.leased_hosts(engines.book(), model_id, names, spec, inf.engines_kept) as hosts:
-        # The tasks only forward batches to the hosts, which hold the stage's CPUs and GPUs.
+        # The tasks only forward batches to the hosts, which hold the stage's CPUs and GPUs; each
+        # host has `batches_in_flight` of them at once (an asynchronous engine decodes them
+        # together). A task maps its block's batches one after another, so one batch per block.
+        ds = ds.repartition(target_num_rows_per_block=inf.batch_size)
         yield ds.map_batches(engines.call_host, fn_kwargs={"hosts": hosts}, batch_size=inf.batch_size,
-                             concurrency=len(hosts), num_cpus=0, batch_format="numpy")
+                             concurrency=len(hosts) * inf.batches_in_flight, num_cpus=0, batch_format="numpy")
 
 
 def map_with_model(inf: InferenceSpec, store: Store, model: ModelRef, df: pd.DataFrame,
@@ -122,13 +126,14 @@ def card(inf: InferenceSpec) -> str:
     return kinds.pop() if len(kinds) == 1 else "gpu"
 
 
-def vllm_backend(*args, **kwargs):
-    from w2s_ray.runtime.vllm_backend import VLLMBackend
+def vllm_backend(*args, asynchronous: bool = False, **kwargs):
+    from w2s_ray.runtime.vllm_backend import AsyncVLLMBackend, VLLMBackend
 
-    return VLLMBackend(*args, **kwargs)
+    return (AsyncVLLMBackend if asynchronous else VLLMBackend)(*args, **kwargs)
 
 
-def vllm_scorer(*args, **kwargs):
+def vllm_scorer(*args, asynchronous: bool = False, **kwargs):
+    """Scoring is prefill only, with no answers of varied length to wait on: synchronous."""
     from w2s_ray.runtime.vllm_backend import VLLMScorer
 
     return VLLMScorer(*args, **kwargs)

@@ -177,8 +177,9 @@ def run_training(task, model: ModelLocation, data: str, out: str, hp: TrainHPara
                     failure_config=FailureConfig(max_failures=3),
                     checkpoint_config=CheckpointConfig(num_to_keep=1))
     if hp.use_gpu:
-        # Idle inference engines hold GPUs this training run needs.
-        ray.get(engines.book().release_idle.remote())
+        # Idle inference engines may hold GPUs this run needs: its own trial's stop, others' only
+        # as far as the free GPUs fall short (one GPU per worker; local mode uses one).
+        ray.get(engines.book().release_for_training.remote(engines.current_trial(), max(1, hp.num_workers)))
     try:
         if hp.num_workers == 0:
             # Outside the trial's placement group: the trial itself reserves almost nothing.
