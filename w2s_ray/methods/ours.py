@@ -7,6 +7,7 @@ them: the methods do not apply to it.
 
 from __future__ import annotations
 
+from w2s_ray.artifacts import Artifact
 from w2s_ray.methods.pipeline import (
     evaluated_on,
     selected,
@@ -28,26 +29,29 @@ def stage2_anchor(ctx: StageContext, strong: str) -> ModelRef | None:
     return ctx.base(strong) if ctx.config.stage2.anchor == "pretrained" else None
 
 
+def second_stage(ctx: StageContext, weak: str, strong: str, chosen: Artifact, tag: str,
+                 data: Artifact | None = None) -> list[Target]:
+    """Stage 2 of a two-stage recipe: the wts model continues on `data` (the selection `chosen`
+    itself unless given), evaluated on the capabilities where `chosen` kept something."""
+    caps = selected_capabilities(ctx, chosen)
+    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen if data is None else data, "stage2", tag=tag,
+                 anchor=stage2_anchor(ctx, strong))
+    return evaluated_on(ctx, ctx.model(stage2), caps)
+
+
 @method("ours")
 def ours(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Two-stage: the wts model continues on the reward model's selection D̈^b (Eq. 9-10)."""
-    chosen = selected(ctx, weak, strong)
-    caps = selected_capabilities(ctx, chosen)
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, "stage2", tag="ours",
-                 anchor=stage2_anchor(ctx, strong))
-    return evaluated_on(ctx, ctx.model(stage2), caps)
+    return second_stage(ctx, weak, strong, selected(ctx, weak, strong), "ours")
 
 
 @method("ours-random")
 def ours_random(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Stage 2 on a random subset of D̄^b of exactly D̈^b's size per capability (Table 2)."""
     chosen = selected(ctx, weak, strong)
-    caps = selected_capabilities(ctx, chosen)
     subset = derive(ctx, "random_subset", 1, [weak_labels(ctx, weak), chosen],
                     {"seed": ctx.seed}, lambda w, s: same_size_random(w, s, ctx.seed))
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), subset, "stage2", tag="ours-random",
-                 anchor=stage2_anchor(ctx, strong))
-    return evaluated_on(ctx, ctx.model(stage2), caps)
+    return second_stage(ctx, weak, strong, chosen, "ours-random", data=subset)
 
 
 @method("ours-one-stage")

@@ -22,11 +22,9 @@ import pandas as pd
 
 from w2s_ray.artifacts import Artifact
 from w2s_ray.methods.baselines import with_shots
-from w2s_ray.methods.ours import stage2_anchor
+from w2s_ray.methods.ours import second_stage
 from w2s_ray.methods.pipeline import (
     consistency,
-    evaluated_on,
-    selected_capabilities,
     unlabeled_prompts,
     weak_labels,
     wts_model,
@@ -132,8 +130,4 @@ def dpo_selected(ctx: StageContext, weak: str, strong: str) -> Artifact:
 @method("ours-dpo-reward")
 def ours_dpo_reward(ctx: StageContext, weak: str, strong: str) -> ModelRef | list[Target]:
     """Ours with the selection by a DPO model's implicit reward instead of the classifier's."""
-    chosen = dpo_selected(ctx, weak, strong)
-    caps = selected_capabilities(ctx, chosen)
-    stage2 = sft(ctx, wts_model(ctx, weak, strong), chosen, "stage2", tag="ours-dpo-reward",
-                 anchor=stage2_anchor(ctx, strong))
-    return evaluated_on(ctx, ctx.model(stage2), caps)
+    return second_stage(ctx, weak, strong, dpo_selected(ctx, weak, strong), "ours-dpo-reward")
